@@ -1,0 +1,247 @@
+"""The warehouse schema: versioned, idempotent migrations generated from `star_schema` (plain psycopg, no Dagster).
+
+`ensure_schema(conn)` creates or upgrades the warehouse and records every applied migration in
+`totesys_meta.schema_migrations`; concurrent callers serialise on an advisory lock. After migrating it
+checks the live tables against `star_schema.TARGET_TABLES` and fails loudly on drift, so a change to the
+model that was not accompanied by a new migration cannot go unnoticed.
+
+`totesys_meta.load_state` records, per table, the processed-zone batch the warehouse has loaded through;
+the caller writes it in the same transaction as the merge.
+
+Transactions: `ensure_schema` and `reset_warehouse` run in their own transaction when the connection is
+idle (and commit it), or inside a savepoint of the caller's open transaction. `get_load_state` and
+`set_load_state` never commit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from totesys_platform.star_schema import FACTS, TARGET_TABLES, TargetTable
+
+META_SCHEMA = "totesys_meta"
+TABLE_SCHEMA = "public"
+# Any constant bigint works; this one spells "totesys" so it is recognisable in pg_locks.
+SCHEMA_LOCK_KEY = 0x746F74657379730
+
+# Types star_schema may use: the DDL composes them as SQL text, so only known spellings pass.
+_SQL_TYPE = re.compile(r"^(integer|bigint|text|varchar|varchar\(\d+\)|numeric\(\d+,\d+\)|time\(\d\)|date|boolean)$")
+
+
+class WarehouseSchemaError(RuntimeError):
+    """The warehouse schema cannot be brought to, or does not match, what this code expects."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[sql.Composable, ...]
+
+
+def current_view_name(fact: str) -> str:
+    return f"{fact}_current"
+
+
+def _ident(*parts: str) -> sql.Identifier:
+    return sql.Identifier(*parts)
+
+
+def column_type(sql_type: str) -> sql.SQL:
+    if not _SQL_TYPE.match(sql_type):
+        raise WarehouseSchemaError(f"star_schema uses SQL type {sql_type!r}, which the warehouse DDL does not allow")
+    return sql.SQL(sql_type)
+
+
+def _create_table(table: TargetTable) -> sql.Composable:
+    parts: list[sql.Composable] = []
+    if table.kind == "fact":
+        parts.append(sql.SQL("{} bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY").format(_ident(table.surrogate_key)))
+    for col in table.columns:
+        parts.append(sql.SQL("{} {}{}").format(
+            _ident(col.name), column_type(col.sql_type), sql.SQL("" if col.nullable else " NOT NULL")))
+    if table.kind == "dimension":
+        parts.append(sql.SQL("PRIMARY KEY ({})").format(_ident(table.natural_key)))
+    else:
+        parts.append(sql.SQL("CONSTRAINT {} UNIQUE ({})").format(
+            _ident(f"{table.name}_version_key"), sql.SQL(", ").join(map(_ident, table.version_key))))
+    for col in table.columns:
+        if col.references:
+            ref_table, ref_col = col.references.split(".")
+            parts.append(sql.SQL("CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})").format(
+                _ident(f"{table.name}_{col.name}_fkey"), _ident(col.name),
+                _ident(TABLE_SCHEMA, ref_table), _ident(ref_col)))
+    return sql.SQL("CREATE TABLE {} (\n  {}\n)").format(
+        _ident(TABLE_SCHEMA, table.name), sql.SQL(",\n  ").join(parts))
+
+
+def _fact_indexes(table: TargetTable) -> list[sql.Composable]:
+    """FK columns (joins to dimensions, and the FK checks of dimension updates) and the current-view order."""
+    stmts: list[sql.Composable] = [
+        sql.SQL("CREATE INDEX {} ON {} ({})").format(
+            _ident(f"ix_{table.name}_{col.name}"), _ident(TABLE_SCHEMA, table.name), _ident(col.name))
+        for col in table.columns if col.references
+    ]
+    stmts.append(sql.SQL("CREATE INDEX {} ON {} ({}, {} DESC, {} DESC)").format(
+        _ident(f"ix_{table.name}_latest"), _ident(TABLE_SCHEMA, table.name),
+        *map(_ident, table.version_key)))
+    return stmts
+
+
+def _create_current_view(table: TargetTable) -> sql.Composable:
+    cols = [table.surrogate_key, *table.column_names]
+    natural, date_col, time_col = table.version_key
+    return sql.SQL(
+        "CREATE VIEW {view} AS SELECT DISTINCT ON ({nk}) {cols} FROM {fact} "
+        "ORDER BY {nk}, {d} DESC, {t} DESC"
+    ).format(
+        view=_ident(TABLE_SCHEMA, current_view_name(table.name)), nk=_ident(natural),
+        cols=sql.SQL(", ").join(map(_ident, cols)), fact=_ident(TABLE_SCHEMA, table.name),
+        d=_ident(date_col), t=_ident(time_col),
+    )
+
+
+def _initial_migration() -> Migration:
+    tables = list(TARGET_TABLES.values())
+    statements: list[sql.Composable] = [_create_table(t) for t in tables if t.kind == "dimension"]
+    for fact in (TARGET_TABLES[name] for name in FACTS):
+        statements += [_create_table(fact), *_fact_indexes(fact), _create_current_view(fact)]
+    statements.append(sql.SQL(
+        "CREATE TABLE {} (table_name text PRIMARY KEY, processed_seq bigint NOT NULL, loaded_at timestamptz)"
+    ).format(_ident(META_SCHEMA, "load_state")))
+    return Migration(1, "star schema: 8 dimensions, 3 append-only facts, current views, load state",
+                     tuple(statements))
+
+
+# Ordered; append new migrations, never edit an applied one. See docs/warehouse.md ("Changing the schema").
+MIGRATIONS: tuple[Migration, ...] = (_initial_migration(),)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def ensure_schema(conn: psycopg.Connection) -> int:
+    """Apply every migration not yet recorded, verify the tables, and return the schema version.
+
+    Idempotent; safe to call from several processes at once (an advisory transaction lock serialises them).
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(META_SCHEMA)))
+        conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (version integer PRIMARY KEY, "
+            "applied_at timestamptz NOT NULL DEFAULT now(), description text NOT NULL)"
+        ).format(_ident(META_SCHEMA, "schema_migrations")))
+        applied = {row[0] for row in conn.execute(
+            sql.SQL("SELECT version FROM {}").format(_ident(META_SCHEMA, "schema_migrations")))}
+        unknown = sorted(v for v in applied if v > LATEST_VERSION)
+        if unknown:
+            raise WarehouseSchemaError(
+                f"the warehouse has schema version(s) {unknown}, newer than this code knows ({LATEST_VERSION}): "
+                "upgrade totesys_platform before loading into this warehouse")
+        for migration in MIGRATIONS:
+            if migration.version in applied:
+                continue
+            for statement in migration.statements:
+                conn.execute(statement)
+            conn.execute(
+                sql.SQL("INSERT INTO {} (version, description) VALUES (%s, %s)").format(
+                    _ident(META_SCHEMA, "schema_migrations")),
+                (migration.version, migration.description))
+        problems = schema_drift(conn)
+        if problems:
+            raise WarehouseSchemaError(
+                "the warehouse tables do not match star_schema: " + "; ".join(problems)
+                + ". Add a migration to totesys_platform/warehouse/schema.py for the model change "
+                "(or rebuild the warehouse database)")
+    return LATEST_VERSION
+
+
+def schema_drift(conn: psycopg.Connection) -> list[str]:
+    """Differences between the live warehouse tables and star_schema (columns, order, types, nullability)."""
+    rows = conn.execute(
+        """
+        SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY c.relname, a.attnum
+        """,
+        (TABLE_SCHEMA, list(TARGET_TABLES)),
+    ).fetchall()
+    live: dict[str, list[tuple[str, str, bool]]] = {}
+    for relname, column, pg_type, not_null in rows:
+        live.setdefault(relname, []).append((column, pg_type, not_null))
+    problems = []
+    for table in TARGET_TABLES.values():
+        expected = [(c.name, _canonical_type(c.sql_type), not c.nullable) for c in table.columns]
+        if table.kind == "fact":
+            expected.insert(0, (table.surrogate_key, "bigint", True))
+        actual = live.get(table.name)
+        if actual is None:
+            problems.append(f"table {table.name} is missing")
+            continue
+        for position, (exp, act) in enumerate(zip(expected, actual), start=1):
+            if exp != act:
+                problems.append(
+                    f"{table.name} column {position} is {_describe(act)}, expected {_describe(exp)}")
+        if len(actual) != len(expected):
+            extra = [c[0] for c in actual[len(expected):]]
+            missing = [c[0] for c in expected[len(actual):]]
+            problems.append(f"{table.name} has {len(actual)} columns, expected {len(expected)}"
+                            + (f" (extra: {', '.join(extra)})" if extra else "")
+                            + (f" (missing: {', '.join(missing)})" if missing else ""))
+    return problems
+
+
+def _canonical_type(sql_type: str) -> str:
+    """star_schema's spelling -> format_type()'s spelling."""
+    if sql_type.startswith("varchar"):
+        return "character varying" + sql_type[len("varchar"):]
+    if sql_type.startswith("time("):
+        return sql_type + " without time zone"
+    return sql_type
+
+
+def _describe(column: tuple[str, str, bool]) -> str:
+    name, pg_type, not_null = column
+    return f"{name} {pg_type}{' NOT NULL' if not_null else ''}"
+
+
+def _check_table(table: str) -> None:
+    if table not in TARGET_TABLES:
+        raise ValueError(f"unknown warehouse table {table!r}; expected one of: {', '.join(TARGET_TABLES)}")
+
+
+def get_load_state(conn: psycopg.Connection, table: str) -> int:
+    """The processed-zone batch sequence `table` has been loaded through; 0 if never loaded."""
+    _check_table(table)
+    row = conn.execute(
+        sql.SQL("SELECT processed_seq FROM {} WHERE table_name = %s").format(_ident(META_SCHEMA, "load_state")),
+        (table,),
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def set_load_state(conn: psycopg.Connection, table: str, seq: int) -> None:
+    """Record that `table` is loaded through processed batch `seq`. Does not commit: call it in the merge's
+    transaction so the state and the data commit (or roll back) together."""
+    _check_table(table)
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise ValueError(f"processed_seq for {table} must be a non-negative integer, got {seq!r}")
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (table_name, processed_seq, loaded_at) VALUES (%s, %s, now()) "
+            "ON CONFLICT (table_name) DO UPDATE SET processed_seq = EXCLUDED.processed_seq, loaded_at = now()"
+        ).format(_ident(META_SCHEMA, "load_state")),
+        (table, seq),
+    )
+
+
+def reset_warehouse(conn: psycopg.Connection) -> None:
+    """Empty the 11 tables and the load state, keeping the schema (for a rebuild from the lake)."""
+    with conn.transaction():
+        conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
+            sql.SQL(", ").join(_ident(TABLE_SCHEMA, name) for name in TARGET_TABLES)))
+        conn.execute(sql.SQL("DELETE FROM {}").format(_ident(META_SCHEMA, "load_state")))
