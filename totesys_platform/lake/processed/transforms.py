@@ -1,0 +1,59 @@
+"""The 11 processed-zone builders, their inputs and their column lineage (plain Python on Arrow, no Dagster).
+
+A builder takes the NEW ingestion rows of each of its input tables (exact contract schemas, possibly
+empty) and its previous state (``{}`` at first), and returns ``(delta, new_state)``. The delta has
+exactly the star-schema table's Arrow schema. Feeding the rows batch by batch, carrying the state,
+and reducing the deltas (facts: union of rows; dimensions: last row per key) gives the same table
+as one call over all the rows from empty state. See docs/processed-zone.md.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from totesys_platform import star_schema
+from totesys_platform.lake.processed import dates, dimensions, facts
+
+State = dict[str, pa.Table]
+Builder = Callable[[Mapping[str, pa.Table], State], tuple[pa.Table, State]]
+
+
+@dataclass(frozen=True)
+class ProcessedSpec:
+    name: str  # one of star_schema.TARGET_TABLES
+    inputs: tuple[str, ...]  # the source tables it reads (its lineage is exactly these)
+    build: Builder
+
+
+def _specs() -> dict[str, ProcessedSpec]:
+    specs: dict[str, ProcessedSpec] = {"dim_date": ProcessedSpec("dim_date", tuple(dates.DATE_COLUMNS),
+                                                                 dates.build_dim_date)}
+    for name, recipe in dimensions.DIMENSION_RECIPES.items():
+        specs[name] = ProcessedSpec(name, (recipe.source,), functools.partial(dimensions.build_dimension, name))
+    for name, joined in dimensions.JOINED_DIMENSION_RECIPES.items():
+        specs[name] = ProcessedSpec(
+            name, (joined.main, joined.reference), functools.partial(dimensions.build_joined_dimension, name)
+        )
+    for name, recipe in facts.FACT_RECIPES.items():
+        specs[name] = ProcessedSpec(name, (recipe.source,), functools.partial(facts.build_fact, name))
+    return {name: specs[name] for name in star_schema.TARGET_TABLES}  # star_schema's order
+
+
+def _lineage(name: str) -> dict[str, list[tuple[str, str]]]:
+    if name == "dim_date":
+        return dates.dim_date_lineage()
+    if name in facts.FACT_RECIPES:
+        return facts.fact_lineage(name)
+    return dimensions.dimension_lineage(name)
+
+
+PROCESSED_SPECS: dict[str, ProcessedSpec] = _specs()
+
+# target table -> target column -> [(source table, source column)], e.g.
+# COLUMN_LINEAGE["dim_counterparty"]["counterparty_legal_city"] == [("address", "city"),
+#                                                                  ("counterparty", "legal_address_id")]
+COLUMN_LINEAGE: dict[str, dict[str, list[tuple[str, str]]]] = {name: _lineage(name) for name in PROCESSED_SPECS}
