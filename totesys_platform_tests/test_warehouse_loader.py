@@ -9,6 +9,8 @@ from decimal import Decimal
 import psycopg
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from totesys_platform.star_schema import TARGET_TABLES
 from totesys_platform.warehouse import loader
@@ -245,6 +247,26 @@ def test_text_round_trips_exactly(conn):
     # The same text again is recognised as equal: nothing is rewritten.
     again = load_table(conn, "dim_location", data, "upsert")
     assert again.unchanged == len(HOSTILE) and again.updated == 0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(st.one_of(st.none(), st.text(st.characters(blacklist_characters="\x00",
+                                                                 blacklist_categories=("Cs",)))),
+                      min_size=1, max_size=6))
+def test_any_text_round_trips_exactly(conn, texts):
+    data = arrow("dim_location", [location_row(i + 1, address_line_2=t, address_line_1=t or "")
+                                  for i, t in enumerate(texts)])
+    try:
+        load_table(conn, "dim_location", data, "upsert")
+        assert read_table(conn, "dim_location").equals(data)
+    finally:
+        conn.rollback()
+
+
+def test_text_postgresql_cannot_store_is_refused_naming_the_table(conn):
+    data = arrow("dim_location", [location_row(1, city="nul\x00byte")])
+    with pytest.raises(WarehouseLoadError, match="^dim_location: the warehouse refused the load: .*0x00"):
+        load_table(conn, "dim_location", data, "upsert")
 
 
 def test_null_int_stays_null_and_ints_stay_ints(conn):
