@@ -1,0 +1,206 @@
+"""The warehouse IO manager through real in-process Dagster runs against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import dagster as dg
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pytest
+
+from totesys_platform.local.postgres import free_port
+from totesys_platform.star_schema import TARGET_TABLES
+from totesys_platform.warehouse.io_manager import WarehouseIOManager, column_schema
+from totesys_platform.warehouse.loader import WarehouseBatch
+from totesys_platform.warehouse.schema import get_load_state
+from totesys_platform_tests.test_warehouse_loader import (
+    T1, T2, arrow, dimension_tables, payment_row, staff_row,
+)
+
+IO = "warehouse_io_manager"
+
+
+def table_asset(table: str, value: object, mode: str | None = "default", deps=()) -> dg.AssetsDefinition:
+    """An asset `warehouse/<table>` returning `value`, stored by the warehouse IO manager."""
+    if mode == "default":
+        mode = "append_versions" if TARGET_TABLES[table].kind == "fact" else "upsert"
+    metadata = {} if mode is None else {"warehouse/mode": mode}
+
+    @dg.asset(key=["warehouse", table], metadata=metadata, io_manager_key=IO, deps=list(deps))
+    def _asset():
+        return value
+
+    return _asset
+
+
+def dimension_assets(tables: dict[str, object] | None = None) -> list[dg.AssetsDefinition]:
+    return [table_asset(name, data) for name, data in (tables or dimension_tables()).items()]
+
+
+def run(assets, warehouse_url, *, selection=None, raise_on_error=True, io_manager=None):
+    return dg.materialize(
+        assets, selection=selection, raise_on_error=raise_on_error,
+        resources={IO: io_manager or WarehouseIOManager(db_url=warehouse_url)})
+
+
+def metadata_of(result, table: str) -> dict[str, object]:
+    # The node name of asset `warehouse/<table>` is derived from its key.
+    [materialization] = result.asset_materializations_for_node(f"warehouse__{table}")
+    return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+
+
+def failure_text(result) -> str:
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failures, "expected a failed step"
+    return "\n".join(e.step_failure_data.error.to_string() for e in failures)
+
+
+def test_materialize_loads_dimensions_and_facts_with_metadata(warehouse_url):
+    payments = arrow("fact_payment", [payment_row(1, T1), payment_row(1, T2, paid=True)])
+    fact = table_asset("fact_payment", WarehouseBatch(payments, processed_seq=4),
+                       deps=[["warehouse", d] for d in dimension_tables()])
+    result = run([*dimension_assets(), fact], warehouse_url)
+    assert result.success
+
+    database = warehouse_url.rsplit("/", 1)[1]
+    staff = metadata_of(result, "dim_staff")
+    assert staff == {
+        "rows_inserted": 2, "rows_updated": 0, "rows_unchanged": 0,
+        "dagster/table_name": f"{database}.public.dim_staff",
+        "dagster/column_schema": column_schema("dim_staff"), "dagster/row_count": 2,
+    }
+    facts = metadata_of(result, "fact_payment")
+    assert facts["rows_inserted"] == 2 and facts["dagster/row_count"] == 2 and facts["processed_seq"] == 4
+    schema_columns = [c.name for c in facts["dagster/column_schema"].columns]
+    assert schema_columns == ["payment_record_id", *TARGET_TABLES["fact_payment"].column_names]
+    with psycopg.connect(warehouse_url) as conn:
+        assert get_load_state(conn, "fact_payment") == 4
+        assert get_load_state(conn, "dim_staff") == 0  # a plain table carries no processed_seq
+        assert conn.execute("SELECT paid FROM fact_payment_current").fetchall() == [(True,)]
+
+    # A second run: one dimension row changed, the fact versions already known.
+    changed = dimension_tables() | {"dim_staff": arrow("dim_staff", [staff_row(1), staff_row(2, last_name="New")])}
+    again = run([*dimension_assets(changed), fact], warehouse_url)
+    assert metadata_of(again, "dim_staff")["rows_updated"] == 1
+    assert metadata_of(again, "dim_staff")["rows_unchanged"] == 1
+    assert metadata_of(again, "fact_payment")["rows_inserted"] == 0
+    assert metadata_of(again, "fact_payment")["rows_unchanged"] == 2
+    assert metadata_of(again, "fact_payment")["dagster/row_count"] == 2
+
+
+def test_load_input_as_arrow_and_as_pandas(warehouse_url):
+    seen: dict[str, object] = {}
+    dims = dimension_tables()
+    payments = arrow("fact_payment", [payment_row(1, T1, payment_amount=Decimal("12.30")), payment_row(2, T1)])
+    fact = table_asset("fact_payment", payments, deps=[["warehouse", d] for d in dims])
+
+    @dg.asset(ins={"payments": dg.AssetIn(key=["warehouse", "fact_payment"])})
+    def payments_arrow(payments: pa.Table) -> None:
+        seen["arrow"] = payments
+
+    @dg.asset(ins={"transactions": dg.AssetIn(key=["warehouse", "dim_transaction"])})
+    def transactions_pandas(transactions: pd.DataFrame) -> None:
+        seen["pandas"] = transactions
+
+    assets = [*dimension_assets(dims), fact, payments_arrow, transactions_pandas]
+    assert run(assets, warehouse_url, selection=[dg.AssetKey(["warehouse", "fact_payment"]),
+                                                 *[dg.AssetKey(["warehouse", d]) for d in dims]]).success
+    assert run(assets, warehouse_url, selection=["payments_arrow", "transactions_pandas"]).success
+
+    loaded = seen["arrow"]
+    assert isinstance(loaded, pa.Table)
+    assert loaded.schema.field(0) == pa.field("payment_record_id", pa.int64(), nullable=False)
+    assert loaded.column("payment_record_id").to_pylist() == [1, 2]
+    assert loaded.drop_columns(["payment_record_id"]).equals(payments)
+
+    frame = seen["pandas"]
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame.columns) == TARGET_TABLES["dim_transaction"].column_names
+    assert str(frame["sales_order_id"].dtype) == "int32[pyarrow]"  # NULLs do not turn ints into floats
+    assert frame.loc[0, "sales_order_id"] == 1 and pd.isna(frame.loc[1, "sales_order_id"])
+
+
+def test_pandas_output_is_stored_with_the_target_types(warehouse_url):
+    frame = pd.DataFrame({
+        "currency_id": [1, 2], "currency_code": ["GBP", "EUR"], "currency_name": ["Pound Sterling", "Euro"],
+    })
+    result = run([table_asset("dim_currency", frame)], warehouse_url)
+    assert metadata_of(result, "dim_currency")["rows_inserted"] == 2
+    with psycopg.connect(warehouse_url) as conn:
+        assert conn.execute("SELECT * FROM dim_currency ORDER BY 1").fetchall() == [
+            (1, "GBP", "Pound Sterling"), (2, "EUR", "Euro")]
+
+
+@pytest.mark.parametrize(("table", "value", "mode", "expected"), [
+    ("dim_staff", dimension_tables()["dim_staff"], None,
+     "asset warehouse/dim_staff: its definition metadata has no 'warehouse/mode'"),
+    ("dim_staff", dimension_tables()["dim_staff"], "replace", "dim_staff: unknown load mode 'replace'"),
+    ("dim_staff", dimension_tables()["dim_staff"], "append_versions",
+     "dim_staff is a dimension: its load mode is 'upsert'"),
+    ("dim_currency", pd.DataFrame({"currency_id": [1], "currency_code": ["GBP"], "name": ["x"]}), "default",
+     "dim_currency: the DataFrame's columns do not match the warehouse table; missing: currency_name; unexpected: name"),
+    ("dim_currency", pd.DataFrame({"currency_id": ["one"], "currency_code": ["GBP"], "currency_name": ["x"]}),
+     "default", "dim_currency: cannot convert the DataFrame to the warehouse types"),
+    ("dim_staff", {"staff_id": 1}, "default", "not dict"),
+])
+def test_bad_outputs_fail_with_a_clear_error(warehouse_url, table, value, mode, expected):
+    result = run([table_asset(table, value, mode)], warehouse_url, raise_on_error=False)
+    assert not result.success
+    assert expected in failure_text(result)
+
+
+def test_a_failed_load_commits_neither_rows_nor_load_state(warehouse_url):
+    dims = dimension_tables()
+    dangling = arrow("fact_payment", [payment_row(1, T1), payment_row(2, T1, currency_id=77)])
+    fact = table_asset("fact_payment", WarehouseBatch(dangling, processed_seq=9), deps=[["warehouse", d] for d in dims])
+    result = run([*dimension_assets(dims), fact], warehouse_url, raise_on_error=False)
+    assert not result.success
+    assert "currency_id = 77 is not in dim_currency.currency_id (1 row(s), payment_id 2)" in failure_text(result)
+    with psycopg.connect(warehouse_url) as conn:
+        assert get_load_state(conn, "fact_payment") == 0
+        assert conn.execute("SELECT count(*) FROM fact_payment").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM dim_currency").fetchone() == (2,)
+
+
+def test_empty_batch_records_state_and_reports_zeros(warehouse_url):
+    first = run([table_asset("dim_staff", WarehouseBatch(dimension_tables()["dim_staff"], processed_seq=2))],
+                warehouse_url)
+    assert metadata_of(first, "dim_staff")["rows_inserted"] == 2
+    empty = WarehouseBatch(TARGET_TABLES["dim_staff"].arrow_schema.empty_table(), processed_seq=7)
+    result = run([table_asset("dim_staff", empty)], warehouse_url)
+    metadata = metadata_of(result, "dim_staff")
+    assert (metadata["rows_inserted"], metadata["rows_updated"], metadata["rows_unchanged"]) == (0, 0, 0)
+    assert metadata["dagster/row_count"] == 2
+    with psycopg.connect(warehouse_url) as conn:
+        assert get_load_state(conn, "dim_staff") == 7
+
+
+def test_unreachable_warehouse_error_names_url_without_password(warehouse_url):
+    url = f"postgresql://loader:s3cr3t-pw@127.0.0.1:{free_port()}/warehouse"
+    manager = WarehouseIOManager(db_url=url, connect_timeout_s=2)
+    result = run([table_asset("dim_staff", dimension_tables()["dim_staff"])], warehouse_url,
+                 raise_on_error=False, io_manager=manager)
+    text = failure_text(result)
+    assert "cannot connect to the warehouse at postgresql://loader:***@127.0.0.1:" in text
+    assert "s3cr3t-pw" not in text
+
+
+def test_dates_and_times_survive_a_round_trip_through_dagster(warehouse_url):
+    seen = {}
+    dims = dimension_tables()
+    late = dt.datetime(2024, 1, 2, 23, 59, 59, 999000)
+    payments = arrow("fact_payment", [payment_row(1, late, created_time=dt.time(0, 0, 0, 1000))])
+    fact = table_asset("fact_payment", payments, deps=[["warehouse", d] for d in dims])
+
+    @dg.asset(ins={"payments": dg.AssetIn(key=["warehouse", "fact_payment"])})
+    def as_pandas(payments: pd.DataFrame) -> None:
+        seen["frame"] = payments
+
+    assets = [*dimension_assets(dims), fact, as_pandas]
+    assert run(assets, warehouse_url).success
+    row = seen["frame"].iloc[0]
+    assert (row["created_time"], row["last_updated_time"]) == (dt.time(0, 0, 0, 1000), late.time())
+    assert row["payment_amount"] == Decimal("99999999.99") and row["payment_date"] == dt.date(2024, 1, 3)
