@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -17,11 +19,17 @@ _db_counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory) -> LocalPostgres:
-    """One PostgreSQL 18 server for the whole session, on a free loopback port."""
-    server = LocalPostgres(tmp_path_factory.mktemp("pg") / "data", free_port()).start()
+def pg_server() -> LocalPostgres:
+    """One PostgreSQL 18 server for the whole session, on a free loopback port.
+
+    Its data folder is outside pytest's tmp tree: a concurrent pytest session resets that tree's
+    permissions, and the server (running as an unprivileged user when we are root) would lose it.
+    """
+    root = Path(tempfile.mkdtemp(prefix="totesys-pg-"))
+    server = LocalPostgres(root / "data", free_port()).start()
     yield server
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
