@@ -1,0 +1,584 @@
+"""Exactly-once incremental extraction of the totesys tables into the lake's ingestion zone.
+
+Plain Python, no Dagster. docs/extraction.md explains the design; in short:
+
+- A *version* is ``(primary key, last_updated)``. Every version visible at some run's snapshot is
+  archived exactly once, in one Parquet file referenced by one manifest entry of its table.
+- One run reads all its tables in one read-only REPEATABLE READ transaction (one consistent snapshot).
+- A table's state lives in its latest manifest entry: the watermark (the largest last_updated ever
+  read, taken from the data, never from a clock) and the versions already archived whose
+  last_updated is within `lookback` of it. Each run reads ``last_updated >= watermark - lookback``
+  and drops versions it has already archived, so ties at the watermark and rows committed late
+  with an earlier last_updated (long transactions, clock skew) are archived once, provided the late
+  commit is at most `lookback` behind the watermark.
+- The data file is written first, the manifest entry last (exclusive create at seq + 1). A run that
+  dies in between leaves an unreferenced file and no state change; the next run reads those rows again.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable, Iterator, Sequence
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg import sql
+
+from totesys_platform.lake.manifest import ConcurrentCommitError, ManifestEntry, TableLog, data_file_key
+from totesys_platform.lake.store import AlreadyExistsError, LakeError, LakeStore
+from totesys_platform.settings import redact_url
+from totesys_platform.source import contract
+
+SOURCE_SCHEMA = "public"
+PREVIEW_ROWS = 5
+# Bytes per block handed from the COPY stream to the CSV parser; bounds the parser's memory.
+CSV_BLOCK_BYTES = 4 * 1024 * 1024
+STATE_FORMAT = 1
+_EPOCH = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)
+
+
+class SourceError(RuntimeError):
+    """The source cannot be extracted: unreachable, a table missing, schema drift, a value that does not
+    convert. The message names the table and column and says what to do."""
+
+
+@dataclass(frozen=True)
+class TableExtract:
+    table: str
+    rows: int  # versions archived by this run (0: nothing new, no file, no entry)
+    entry: ManifestEntry | None  # the manifest entry committed, None if nothing new
+    file_uri: str | None
+    watermark_from: datetime | None  # the table's watermark before this run (None: first run)
+    watermark_to: datetime | None  # after this run (None: nothing ever read)
+    duplicates_skipped: int  # versions read again in the look-back window that were already archived
+    preview: pa.Table  # the first <= 5 archived rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema validation
+
+
+_CATALOG_SQL = """
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       EXISTS (SELECT 1 FROM pg_index i
+               WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnatts = 1 AND i.indkey[0] = a.attnum)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND c.relname = ANY(%s)
+ORDER BY c.relname, a.attnum
+"""
+
+
+def _contract_tables(tables: Sequence[str]) -> list[contract.SourceTable]:
+    if isinstance(tables, str):
+        raise TypeError("tables must be a sequence of table names, not one string")
+    unknown = [t for t in tables if t not in contract.SOURCE_TABLES]
+    if unknown:
+        raise ValueError(
+            f"not totesys contract tables: {', '.join(map(repr, unknown))}; "
+            f"extraction reads only {', '.join(contract.TABLE_NAMES)}"
+        )
+    return [contract.SOURCE_TABLES[t] for t in dict.fromkeys(tables)]
+
+
+def _nullability(nullable: bool) -> str:
+    return "nullable" if nullable else "NOT NULL"
+
+
+def validate_source_schema(conn: psycopg.Connection, tables: Sequence[str]) -> None:
+    """Compare the live catalog with the contract; SourceError listing every difference, by table and column."""
+    wanted = _contract_tables(tables)
+    rows = conn.execute(_CATALOG_SQL, (SOURCE_SCHEMA, [t.name for t in wanted])).fetchall()
+    live: dict[str, dict[str, tuple[str, bool, bool]]] = {}
+    for table, column, pg_type, not_null, is_pk in rows:
+        live.setdefault(table, {})[column] = (pg_type, not not_null, is_pk)
+
+    problems = []
+    for table in wanted:
+        columns = live.get(table.name)
+        if columns is None:
+            problems.append(
+                f"table {SOURCE_SCHEMA}.{table.name} is missing (or not visible to this user): restore it or grant "
+                "access to it"
+            )
+            continue
+        for col in table.columns:
+            if col.name not in columns:
+                problems.append(
+                    f"{table.name}.{col.name}: column dropped or renamed (the contract expects {col.pg_type}, "
+                    f"{_nullability(col.nullable)})"
+                )
+                continue
+            pg_type, nullable, _ = columns[col.name]
+            if pg_type != col.pg_type:
+                problems.append(f"{table.name}.{col.name}: column retyped to {pg_type} (the contract says {col.pg_type})")
+            if nullable != col.nullable:
+                problems.append(
+                    f"{table.name}.{col.name}: column is {_nullability(nullable)} in the source "
+                    f"(the contract says {_nullability(col.nullable)})"
+                )
+        for name, (pg_type, _, _) in columns.items():
+            if name not in table.column_names:
+                problems.append(f"{table.name}.{name}: column added ({pg_type}), not in the contract")
+        pk = table.primary_key
+        if pk in columns and not columns[pk][2]:
+            problems.append(f"{table.name}.{pk}: is not the table's primary key (the contract requires it)")
+    if problems:
+        raise SourceError(
+            "the totesys source schema does not match the data contract; nothing was extracted:\n  - "
+            + "\n  - ".join(problems)
+            + "\nFix the source database, or change totesys_platform/source/contract.py (and the pipeline after it) "
+            "to the new schema, then rerun."
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# State kept in the manifest entry
+
+
+def _to_ms(ts: datetime) -> int:
+    return (ts - _EPOCH) // _MS
+
+
+def _from_ms(ms: int) -> datetime:
+    return _EPOCH + ms * _MS
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="milliseconds")
+
+
+@dataclass
+class _TableState:
+    watermark: int | None = None  # epoch ms of the largest last_updated ever read
+    window_start: int | None = None  # every archived version with last_updated >= this is in `versions`
+    versions: set[tuple[int, int]] | None = None  # (pk, last_updated epoch ms)
+
+    @classmethod
+    def from_entry(cls, log: TableLog, entry: ManifestEntry | None) -> "_TableState":
+        if entry is None:
+            return cls(versions=set())
+        state = entry.state
+        try:
+            watermark = datetime.fromisoformat(state["watermark"])
+            window_start = datetime.fromisoformat(state["window_start"])
+            versions = {(int(pk), _to_ms(datetime.fromisoformat(ts))) for pk, ts in state["versions"]}
+        except (KeyError, TypeError, ValueError) as err:
+            raise LakeError(
+                f"{entry.table}: the extraction state in manifest {log.store.uri(log.entry_key(entry.seq))} is "
+                f"unreadable ({type(err).__name__}: {err}); restore the manifest from a backup"
+            ) from None
+        return cls(_to_ms(watermark), _to_ms(window_start), versions)
+
+    def to_json(self) -> dict:
+        return {
+            "format": STATE_FORMAT,
+            "watermark": _iso(_from_ms(self.watermark)),
+            "window_start": _iso(_from_ms(self.window_start)),
+            "versions": [[pk, _iso(_from_ms(ms))] for pk, ms in sorted(self.versions, key=lambda v: (v[1], v[0]))],
+        }
+
+
+class _Deduplicator:
+    """Drops versions already archived and tracks the new watermark and the versions to remember."""
+
+    def __init__(self, table: contract.SourceTable, state: _TableState, lookback_ms: int):
+        self.pk_index = table.column_names.index(table.primary_key)
+        self.lu_index = table.column_names.index("last_updated")
+        self.seen = state.versions or set()
+        self.lookback_ms = lookback_ms
+        self.max_ms = state.watermark
+        self.new: set[tuple[int, int]] = set()
+        self.rows = 0
+        self.duplicates = 0
+        self._prune_at = 100_000
+
+    def filter(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        keys = list(zip(batch.column(self.pk_index).to_pylist(), batch.column(self.lu_index).cast(pa.int64()).to_pylist()))
+        if self.seen:
+            mask = [key not in self.seen for key in keys]
+            kept = sum(mask)
+            if kept < len(keys):
+                self.duplicates += len(keys) - kept
+                batch = batch.filter(pa.array(mask))
+                keys = list(itertools.compress(keys, mask))
+        if keys:
+            batch_max = max(ms for _, ms in keys)
+            self.max_ms = batch_max if self.max_ms is None else max(self.max_ms, batch_max)
+            self.new.update(keys)
+            if len(self.new) > self._prune_at:
+                # The final watermark is >= max_ms, so versions below max_ms - lookback will be forgotten anyway.
+                floor = self.max_ms - self.lookback_ms
+                self.new = {k for k in self.new if k[1] >= floor}
+                self._prune_at = max(100_000, 2 * len(self.new))
+        self.rows += batch.num_rows
+        return batch
+
+    def next_state(self, read_from_ms: int | None) -> _TableState:
+        window_start = self.max_ms - self.lookback_ms
+        if read_from_ms is not None:
+            window_start = max(window_start, read_from_ms)
+        versions = {k for k in itertools.chain(self.seen, self.new) if k[1] >= window_start}
+        return _TableState(self.max_ms, window_start, versions)
+
+
+# --------------------------------------------------------------------------------------------------
+# COPY -> CSV -> Arrow
+
+
+class _CopyReader(io.RawIOBase):
+    """A read-only file over a ``COPY ... TO STDOUT`` stream.
+
+    pyarrow's streaming CSV reader pulls from it on an IO thread, while the COPY must be ended on the
+    calling thread: reads take a lock, and ``stop()`` waits for an in-flight read and turns later reads
+    into end-of-file, so the connection is never used by two threads at once.
+    """
+
+    def __init__(self, copy: psycopg.Copy):
+        self._copy = copy
+        self._lock = threading.Lock()
+        self._pending = memoryview(b"")
+        self._stopped = False
+        self.error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        with self._lock:
+            if self._stopped:
+                return 0
+            size = len(buf)
+            filled = 0
+            while filled < size:
+                if not self._pending:
+                    try:
+                        data = self._copy.read()
+                    except BaseException as err:
+                        self.error = err
+                        raise
+                    if not data:
+                        break
+                    self._pending = memoryview(bytes(data))
+                take = min(size - filled, len(self._pending))
+                buf[filled:filled + take] = self._pending[:take]
+                self._pending = self._pending[take:]
+                filled += take
+            return filled
+
+    def is_empty(self) -> bool:
+        """True if the COPY produced no rows (pyarrow refuses an empty CSV stream). Reads ahead one row."""
+        with self._lock:
+            if not self._pending:
+                self._pending = memoryview(bytes(self._copy.read()))
+            return not self._pending
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+
+
+def _csv_options(table: contract.SourceTable):
+    schema = table.arrow_schema
+    read = pacsv.ReadOptions(column_names=schema.names, block_size=CSV_BLOCK_BYTES, use_threads=False)
+    # PostgreSQL CSV: quoted values may span lines; NULL is an unquoted empty field, '' is a quoted one.
+    parse = pacsv.ParseOptions(newlines_in_values=True)
+    convert = pacsv.ConvertOptions(
+        column_types=schema,
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+        true_values=["t"],
+        false_values=["f"],
+    )
+    return read, parse, convert
+
+
+_CSV_COLUMN = re.compile(r"CSV column #(\d+)")
+
+
+def _conversion_error(table: contract.SourceTable, err: pa.ArrowException) -> SourceError:
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    match = _CSV_COLUMN.search(message)
+    if match and int(match.group(1)) < len(table.columns):
+        col = table.columns[int(match.group(1))]
+        detail = message.split(": ", 1)[-1] if ": " in message else message
+        detail = detail.split(": ", 1)[-1] if detail.startswith("Row #") else detail
+        return SourceError(
+            f"{table.name}.{col.name}: a source value does not convert to {col.arrow_type} ({detail}); nothing was "
+            f"committed for {table.name}. Fix the value in the source, or the contract if the column's meaning "
+            "changed, then rerun."
+        )
+    return SourceError(f"{table.name}: the COPY output could not be parsed ({message}); nothing was committed for it")
+
+
+def _conform(table: contract.SourceTable, batch: pa.RecordBatch) -> pa.RecordBatch:
+    schema = table.arrow_schema
+    for field, column in zip(schema, batch.columns):
+        if not field.nullable and column.null_count:
+            raise SourceError(
+                f"{table.name}.{field.name}: {column.null_count} NULL value(s) in a column the contract says is "
+                f"NOT NULL; nothing was committed for {table.name}. Fix the source rows or the contract."
+            )
+    return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+
+
+def _csv_batches(copy: psycopg.Copy, table: contract.SourceTable) -> Iterator[pa.RecordBatch]:
+    """The COPY stream as Arrow batches with the contract's exact types (memory: a few CSV blocks)."""
+    source = _CopyReader(copy)
+    read, parse, convert = _csv_options(table)
+    try:
+        if source.is_empty():
+            return
+        try:
+            reader = pacsv.open_csv(source, read_options=read, parse_options=parse, convert_options=convert)
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                yield _conform(table, batch)
+        except pa.ArrowException as err:
+            if source.error is not None:
+                raise source.error from None
+            raise _conversion_error(table, err) from None
+        except Exception:
+            if source.error is not None:
+                raise source.error from None
+            raise
+    finally:
+        source.stop()
+
+
+def _rebatch(batches: Iterable[pa.RecordBatch], rows: int, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Batches of exactly `rows` rows (the last one shorter), so Parquet row groups have a steady size."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        pending.append(batch)
+        count += batch.num_rows
+        while count >= rows:
+            buffered = pa.Table.from_batches(pending, schema=schema)
+            yield buffered.slice(0, rows).combine_chunks().to_batches()[0]
+            rest = buffered.slice(rows)
+            pending = rest.to_batches()
+            count = rest.num_rows
+    if count:
+        yield pa.Table.from_batches(pending, schema=schema).combine_chunks().to_batches()[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# The run
+
+
+def _scrub(text: str, url: str) -> str:
+    """Remove the URL's password from a driver message, in case the driver echoed connection details."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    for secret in filter(None, {password, password and unquote(password)}):
+        text = text.replace(secret, "***")
+    return text.replace(url, redact_url(url))
+
+
+def _driver_message(err: BaseException, url: str) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return _scrub("; ".join(lines[:2]) or type(err).__name__, url)
+
+
+def _connect(source_url: str, connect_timeout: float) -> psycopg.Connection:
+    try:
+        return psycopg.connect(
+            source_url,
+            connect_timeout=max(1, round(connect_timeout)),
+            application_name="totesys_platform extract",
+            client_encoding="UTF8",
+        )
+    except psycopg.Error as err:
+        raise SourceError(
+            f"cannot connect to the totesys source database {redact_url(source_url)}: {_driver_message(err, source_url)}. "
+            "Check TOTESYS_DB_URL, that the server is running and reachable from here, and the credentials."
+        ) from None
+
+
+def _normalise_batch_ts(batch_ts: datetime | None) -> datetime:
+    if batch_ts is None:
+        return datetime.now(timezone.utc).replace(tzinfo=None)
+    if batch_ts.tzinfo is not None:
+        return batch_ts.astimezone(timezone.utc).replace(tzinfo=None)
+    return batch_ts
+
+
+def _copy_query(table: contract.SourceTable, filtered: bool) -> sql.Composed:
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names)
+    where = sql.SQL(" WHERE {} >= %s").format(sql.Identifier("last_updated")) if filtered else sql.SQL("")
+    return sql.SQL("COPY (SELECT {columns} FROM {table}{where} ORDER BY {lu}, {pk}) TO STDOUT (FORMAT csv)").format(
+        columns=columns,
+        table=sql.Identifier(SOURCE_SCHEMA, table.name),
+        where=where,
+        lu=sql.Identifier("last_updated"),
+        pk=sql.Identifier(table.primary_key),
+    )
+
+
+def _extract_table(
+    conn: psycopg.Connection,
+    store: LakeStore,
+    log: TableLog,
+    table: contract.SourceTable,
+    previous: ManifestEntry | None,
+    *,
+    lookback: timedelta,
+    batch_ts: datetime,
+    batch_rows: int,
+    source_url: str,
+    snapshot: str,
+    say: Callable[[str], None],
+) -> TableExtract:
+    state = _TableState.from_entry(log, previous)
+    lookback_ms = lookback // _MS
+    read_from = None
+    if state.watermark is not None:
+        # Never below window_start: versions under it are no longer remembered and would be archived twice.
+        read_from = max(state.watermark - lookback_ms, state.window_start)
+    dedup = _Deduplicator(table, state, lookback_ms)
+    key = data_file_key(table.name, batch_ts)
+    preview = table.arrow_schema.empty_table()
+    written = None
+    query = _copy_query(table, read_from is not None)
+    params = (_from_ms(read_from),) if read_from is not None else None
+    try:
+        with conn.cursor() as cur, cur.copy(query, params) as copy:
+            batches = _csv_batches(copy, table)
+            try:
+                new = _rebatch((dedup.filter(b) for b in batches), batch_rows, table.arrow_schema)
+                first = next(new, None)
+                if first is not None:
+                    preview = pa.Table.from_batches([first.slice(0, PREVIEW_ROWS)])
+                    try:
+                        written = store.write_parquet(key, itertools.chain([first], new), table.arrow_schema)
+                    except AlreadyExistsError:
+                        raise LakeError(
+                            f"{table.name}: data file {store.uri(key)} already exists: another extraction with the "
+                            "same batch time wrote it (or failed after writing it). Nothing was committed for "
+                            f"{table.name}; rerun with a new batch time."
+                        ) from None
+            finally:
+                batches.close()  # stop the CSV reader's thread before the COPY is ended on this one
+    except psycopg.Error as err:
+        raise SourceError(
+            f"reading {table.name} from {redact_url(source_url)} failed: {_driver_message(err, source_url)}; "
+            f"nothing was committed for {table.name}"
+        ) from None
+
+    since = _iso(_from_ms(read_from)) if read_from is not None else "the beginning"
+    watermark_from = _from_ms(state.watermark) if state.watermark is not None else None
+    if written is None:
+        say(f"{table.name}: nothing new since {since} ({dedup.duplicates} versions already archived)")
+        return TableExtract(table.name, 0, None, None, watermark_from, watermark_from, dedup.duplicates, preview)
+
+    next_state = dedup.next_state(read_from)
+    state_json = next_state.to_json() | {
+        "read_from": _iso(_from_ms(read_from)) if read_from is not None else None,
+        "lookback_seconds": lookback.total_seconds(),
+        "batch_ts": batch_ts.isoformat(timespec="microseconds"),
+        "snapshot": snapshot,
+    }
+    try:
+        entry = log.commit(
+            file=key, rows=written.rows, state=state_json, expected_prev_seq=previous.seq if previous else 0
+        )
+    except ConcurrentCommitError as err:
+        store.delete(key)  # ours, never referenced: the rival run archived these versions
+        raise ConcurrentCommitError(
+            f"{table.name}: another extraction committed to {store.url} while this one ran ({err}); this run's file "
+            "was discarded and nothing of it was committed. Do not run extractions in parallel; rerun to continue "
+            "from the other run's state."
+        ) from None
+    say(
+        f"{table.name}: archived {written.rows} new versions since {since} "
+        f"({dedup.duplicates} already archived) to {written.uri}, manifest seq {entry.seq}"
+    )
+    return TableExtract(
+        table=table.name,
+        rows=written.rows,
+        entry=entry,
+        file_uri=written.uri,
+        watermark_from=watermark_from,
+        watermark_to=_from_ms(next_state.watermark),
+        duplicates_skipped=dedup.duplicates,
+        preview=preview,
+    )
+
+
+def extract_tables(
+    source_url: str,
+    store: LakeStore,
+    tables: Sequence[str] = contract.TABLE_NAMES,
+    *,
+    lookback: timedelta = timedelta(minutes=15),
+    batch_ts: datetime | None = None,
+    batch_rows: int = 100_000,
+    log: Callable[[str], None] = lambda m: None,
+    connect_timeout: float = 10,
+    statement_timeout: timedelta = timedelta(minutes=30),
+) -> dict[str, TableExtract]:
+    """Archive every new version of `tables` from the source into `store`, all from one snapshot.
+
+    Tables are committed one by one: if a table fails, those before it stay committed (each commit is
+    complete on its own) and the error is raised; a rerun continues from there.
+    """
+    wanted = _contract_tables(tables)
+    if lookback < timedelta(0):
+        raise ValueError(f"lookback must not be negative, got {lookback}")
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be positive, got {batch_rows}")
+    batch_ts = _normalise_batch_ts(batch_ts)
+    logs = {t.name: TableLog(store, t.name) for t in wanted}
+    # The lake state is read before the snapshot is taken, so every state a run builds on comes from
+    # a snapshot older than its own (see docs/extraction.md, "Concurrent runs").
+    previous = {name: tl.latest() for name, tl in logs.items()}
+
+    results: dict[str, TableExtract] = {}
+    conn = _connect(source_url, connect_timeout)
+    try:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            try:
+                conn.execute("SET LOCAL DateStyle = ISO")
+                conn.execute(
+                    "SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout // _MS),)
+                )
+                validate_source_schema(conn, [t.name for t in wanted])
+                snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+            except psycopg.Error as err:
+                raise SourceError(
+                    f"reading the schema of {redact_url(source_url)} failed: {_driver_message(err, source_url)}"
+                ) from None
+            log(f"Extracting {len(wanted)} tables from {redact_url(source_url)} (snapshot {snapshot}) to {store.url}")
+            for table in wanted:
+                results[table.name] = _extract_table(
+                    conn, store, logs[table.name], table, previous[table.name],
+                    lookback=lookback, batch_ts=batch_ts, batch_rows=batch_rows, source_url=source_url,
+                    snapshot=snapshot, say=log,
+                )
+    finally:
+        conn.close()
+    return results
+
+
+__all__ = ["SourceError", "TableExtract", "extract_tables", "validate_source_schema"]
