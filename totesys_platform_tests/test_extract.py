@@ -1,0 +1,521 @@
+"""Exactly-once incremental extraction: real PostgreSQL (embedded) into a real lake (folder and moto S3)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from totesys_platform.lake.ingestion.extract import SourceError, extract_tables, validate_source_schema
+from totesys_platform.lake.manifest import ConcurrentCommitError, TableLog
+from totesys_platform.lake.store import LakeStore, LocalLakeStore
+from totesys_platform.local.postgres import free_port
+from totesys_platform.source import contract
+
+T0 = datetime(2024, 11, 4, 9, 30, 10)  # a whole second: PostgreSQL prints no fraction for it
+BATCH = datetime(2026, 1, 1, 12, 0, 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers: the source rows are written here with plain SQL (no simulator)
+
+
+@pytest.fixture
+def lake(lake_root_url, request) -> LakeStore:
+    endpoint = request.getfixturevalue("moto_endpoint") if lake_root_url.startswith("s3://") else None
+    return LakeStore.from_url(lake_root_url, endpoint_url=endpoint)
+
+
+@pytest.fixture
+def local_lake(tmp_path) -> LakeStore:
+    return LocalLakeStore(tmp_path / "ingestion")
+
+
+def _insert(conn, table: str, row: dict) -> int:
+    query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, row)),
+        sql.SQL(", ").join(sql.Placeholder() * len(row)),
+        sql.Identifier(f"{table}_id"),
+    )
+    return conn.execute(query, list(row.values())).fetchone()[0]
+
+
+def seed_reference(conn, ts: datetime = T0) -> dict[str, list[int]]:
+    """Reference rows with the awkward values real data has: NULLs, '' , apostrophes, leading zeros."""
+    stamp = {"created_at": ts, "last_updated": ts}
+    ids: dict[str, list[int]] = {}
+    ids["address"] = [
+        _insert(conn, "address", {"address_line_1": "6826 Herzog Via", "address_line_2": None, "district": "Avon",
+                                  "city": "New Patienceburgh", "postal_code": "02841", "country": "Turkey",
+                                  "phone": "1803 637401", **stamp}),
+        _insert(conn, "address", {"address_line_1": "179 Alexie Cliffs", "address_line_2": "", "district": None,
+                                  "city": "Aliso Viejo", "postal_code": "99305-7380",
+                                  "country": "Democratic People's Republic of Korea", "phone": "9621 880720", **stamp}),
+    ]
+    ids["counterparty"] = [
+        _insert(conn, "counterparty", {"counterparty_legal_name": "Fahey and Sons", "legal_address_id": ids["address"][0],
+                                       "commercial_contact": "Micheal Toy", "delivery_contact": None, **stamp}),
+        _insert(conn, "counterparty", {"counterparty_legal_name": "O'Keefe, Bins and Leuschke",
+                                       "legal_address_id": ids["address"][1], "commercial_contact": None,
+                                       "delivery_contact": "", **stamp}),
+    ]
+    ids["currency"] = [_insert(conn, "currency", {"currency_code": c, **stamp}) for c in ("GBP", "USD", "EUR")]
+    ids["department"] = [
+        _insert(conn, "department", {"department_name": "Sales", "location": "Manchester", "manager": "Richard Roma", **stamp}),
+        _insert(conn, "department", {"department_name": "Purchasing", "location": "Leds", "manager": None, **stamp}),
+    ]
+    ids["design"] = [_insert(conn, "design", {"design_name": "Wooden", "file_location": "/usr",
+                                              "file_name": "wooden-20220717-npgz.json", **stamp})]
+    ids["staff"] = [_insert(conn, "staff", {"first_name": "Jeremie", "last_name": "Franey",
+                                            "department_id": ids["department"][0],
+                                            "email_address": "jeremie.franey@terrifictotes.com", **stamp})]
+    ids["payment_type"] = [_insert(conn, "payment_type", {"payment_type_name": n, **stamp})
+                           for n in contract.PAYMENT_TYPE_NAMES]
+    return ids
+
+
+def add_sale(conn, ids, ts: datetime, units: int = 1000, price: str = "2.50") -> dict[str, int]:
+    """One sale as the application writes it: order, transaction and payment with one timestamp."""
+    stamp = {"created_at": ts, "last_updated": ts}
+    order = _insert(conn, "sales_order", {
+        "design_id": ids["design"][0], "staff_id": ids["staff"][0], "counterparty_id": ids["counterparty"][1],
+        "units_sold": units, "unit_price": Decimal(price), "currency_id": ids["currency"][0],
+        "agreed_delivery_date": "2024-11-08", "agreed_payment_date": "2024-11-07",
+        "agreed_delivery_location_id": ids["address"][1], **stamp})
+    txn = _insert(conn, "transaction", {"transaction_type": "SALE", "sales_order_id": order,
+                                        "purchase_order_id": None, **stamp})
+    payment = _insert(conn, "payment", {
+        "transaction_id": txn, "counterparty_id": ids["counterparty"][1], "payment_amount": units * Decimal(price),
+        "currency_id": ids["currency"][0], "payment_type_id": ids["payment_type"][0], "paid": False,
+        "payment_date": "2024-11-07", "company_ac_number": 67305075, "counterparty_ac_number": 31622269, **stamp})
+    return {"sales_order": order, "transaction": txn, "payment": payment}
+
+
+def add_purchase(conn, ids, ts: datetime) -> dict[str, int]:
+    stamp = {"created_at": ts, "last_updated": ts}
+    order = _insert(conn, "purchase_order", {
+        "staff_id": ids["staff"][0], "counterparty_id": ids["counterparty"][0], "item_code": "ZDOI5EA",
+        "item_quantity": 371, "item_unit_price": Decimal("361.39"), "currency_id": ids["currency"][1],
+        "agreed_delivery_date": "2024-11-09", "agreed_payment_date": "2024-11-06",
+        "agreed_delivery_location_id": ids["address"][0], **stamp})
+    txn = _insert(conn, "transaction", {"transaction_type": "PURCHASE", "sales_order_id": None,
+                                        "purchase_order_id": order, **stamp})
+    payment = _insert(conn, "payment", {
+        "transaction_id": txn, "counterparty_id": ids["counterparty"][0], "payment_amount": Decimal("134075.69"),
+        "currency_id": ids["currency"][1], "payment_type_id": ids["payment_type"][2], "paid": False,
+        "payment_date": "2024-11-06", "company_ac_number": 12345678, "counterparty_ac_number": 87654321, **stamp})
+    return {"purchase_order": order, "transaction": txn, "payment": payment}
+
+
+def source_rows(url: str, table: str) -> list[dict]:
+    t = contract.SOURCE_TABLES[table]
+    query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, t.column_names)), sql.Identifier(table), sql.Identifier(t.primary_key))
+    with psycopg.connect(url) as conn:
+        return conn.cursor(row_factory=dict_row).execute(query).fetchall()
+
+
+def archived(store: LakeStore, table: str) -> pa.Table:
+    """The lake table: every file referenced by a manifest entry, concatenated in commit order."""
+    log = TableLog(store, table)
+    parts = [log.read(e) for e in log.entries() if e.file]
+    return pa.concat_tables(parts) if parts else contract.SOURCE_TABLES[table].arrow_schema.empty_table()
+
+
+def archived_versions(store: LakeStore, table: str) -> list[tuple[int, datetime]]:
+    t = archived(store, table)
+    return list(zip(t.column(f"{table}_id").to_pylist(), t.column("last_updated").to_pylist()))
+
+
+def current_versions(url: str, table: str) -> set[tuple[int, datetime]]:
+    return {(r[f"{table}_id"], r["last_updated"]) for r in source_rows(url, table)}
+
+
+def lake_keys(store: LakeStore) -> list[str]:
+    return list(store.list_keys(""))
+
+
+def _run(url, store, tables=contract.TABLE_NAMES, **kw):
+    return extract_tables(url, store, tables, **kw)
+
+
+# --------------------------------------------------------------------------------------------------
+# First, incremental and no-change runs
+
+
+def test_first_run_archives_every_row_exactly_with_the_contract_types(totesys_url, lake):
+    with psycopg.connect(totesys_url) as conn:
+        ids = seed_reference(conn)
+        add_sale(conn, ids, T0 + timedelta(milliseconds=123))
+        add_purchase(conn, ids, T0 + timedelta(seconds=1, milliseconds=5))
+    messages: list[str] = []
+    results = extract_tables(totesys_url, lake, batch_ts=BATCH, log=messages.append)
+
+    assert list(results) == list(contract.TABLE_NAMES)
+    for table, result in results.items():
+        expected = source_rows(totesys_url, table)
+        lake_table = archived(lake, table)
+        assert lake_table.schema.equals(contract.SOURCE_TABLES[table].arrow_schema), table
+        assert sorted(lake_table.to_pylist(), key=lambda r: r[f"{table}_id"]) == expected, table
+        assert result.rows == len(expected) and result.duplicates_skipped == 0
+        assert result.entry.seq == 1 and result.watermark_from is None
+        assert result.watermark_to == max(r["last_updated"] for r in expected)
+        assert result.file_uri == lake.uri(result.entry.file)
+        assert result.entry.file.startswith(f"{table}/2026/01/01/{table}_20260101T120000000000")
+        assert result.preview.num_rows == min(5, len(expected))
+        assert result.preview.schema.equals(contract.SOURCE_TABLES[table].arrow_schema)
+    # The awkward values came through as they are.
+    addresses = archived(lake, "address").to_pylist()
+    assert {a["postal_code"] for a in addresses} == {"02841", "99305-7380"}
+    assert [a["address_line_2"] for a in addresses] == [None, ""]
+    assert archived(lake, "payment").column("payment_amount").to_pylist() == [Decimal("2500.00"), Decimal("134075.69")]
+    assert archived(lake, "department").column("created_at").to_pylist()[0] == T0  # whole second
+    assert not any(k.startswith("_prisma") or "/_prisma" in k for k in lake_keys(lake))
+    assert any("payment: archived 2 new versions" in m for m in messages)
+
+
+def test_incremental_run_archives_only_new_and_changed_versions(totesys_url, local_lake):
+    with psycopg.connect(totesys_url) as conn:
+        ids = seed_reference(conn)
+        first_sale = add_sale(conn, ids, T0)
+    _run(totesys_url, local_lake, batch_ts=BATCH)
+
+    t1 = T0 + timedelta(minutes=3, milliseconds=250)
+    with psycopg.connect(totesys_url) as conn:
+        add_sale(conn, ids, t1)
+        conn.execute("UPDATE payment SET paid = true, last_updated = %s WHERE payment_id = %s",
+                     (t1 + timedelta(seconds=2), first_sale["payment"]))
+    results = _run(totesys_url, local_lake, batch_ts=BATCH + timedelta(minutes=1))
+
+    assert {t: r.rows for t, r in results.items() if r.rows} == {"sales_order": 1, "transaction": 1, "payment": 2}
+    assert results["payment"].watermark_from == T0 and results["payment"].watermark_to == t1 + timedelta(seconds=2)
+    assert results["payment"].entry.seq == 2
+    # The previous versions inside the look-back window were read again and recognised.
+    assert results["sales_order"].duplicates_skipped == 1
+    assert results["address"].rows == 0 and results["address"].entry is None
+    assert results["address"].duplicates_skipped == 2
+    payments = archived_versions(local_lake, "payment")
+    assert sorted(payments) == sorted({(first_sale["payment"], T0), (first_sale["payment"], t1 + timedelta(seconds=2)),
+                                       (first_sale["payment"] + 1, t1)})
+    paid = {(r["payment_id"], r["last_updated"]): r["paid"] for r in archived(local_lake, "payment").to_pylist()}
+    assert paid[(first_sale["payment"], T0)] is False and paid[(first_sale["payment"], t1 + timedelta(seconds=2))] is True
+
+
+def test_a_run_with_no_change_writes_no_file_and_no_entry(totesys_url, local_lake):
+    with psycopg.connect(totesys_url) as conn:
+        ids = seed_reference(conn)
+        add_sale(conn, ids, T0)
+    _run(totesys_url, local_lake, batch_ts=BATCH)
+    before = lake_keys(local_lake)
+    results = _run(totesys_url, local_lake, batch_ts=BATCH + timedelta(minutes=5))
+    assert all(r.rows == 0 and r.entry is None and r.file_uri is None for r in results.values())
+    assert results["sales_order"].watermark_from == results["sales_order"].watermark_to == T0
+    assert lake_keys(local_lake) == before
+
+
+def test_an_empty_table_stays_without_entry_until_it_has_rows(totesys_url, local_lake):
+    results = _run(totesys_url, local_lake, ["design"], batch_ts=BATCH)
+    assert results["design"].rows == 0 and results["design"].watermark_to is None
+    assert lake_keys(local_lake) == []
+
+
+def test_rows_tying_with_the_watermark_are_archived_once(totesys_url, local_lake):
+    with psycopg.connect(totesys_url) as conn:
+        a = _insert(conn, "currency", {"currency_code": "GBP", "created_at": T0, "last_updated": T0})
+        b = _insert(conn, "currency", {"currency_code": "USD", "created_at": T0, "last_updated": T0})
+    assert _run(totesys_url, local_lake, ["currency"], batch_ts=BATCH)["currency"].rows == 2
+    with psycopg.connect(totesys_url) as conn:  # committed after the run, same last_updated as the watermark
+        c = _insert(conn, "currency", {"currency_code": "EUR", "created_at": T0, "last_updated": T0})
+    result = _run(totesys_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(seconds=1))["currency"]
+    assert (result.rows, result.duplicates_skipped) == (1, 2)
+    assert sorted(archived_versions(local_lake, "currency")) == [(a, T0), (b, T0), (c, T0)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Late commits: a transaction that commits after a run with an earlier last_updated
+
+
+def test_late_commit_with_an_earlier_last_updated_is_archived_exactly_once(totesys_url, local_lake):
+    late = psycopg.connect(totesys_url)  # a long transaction, e.g. a slow application request
+    try:
+        late_id = _insert(late, "currency", {"currency_code": "EUR", "created_at": T0, "last_updated": T0})
+        with psycopg.connect(totesys_url) as other:
+            early_id = _insert(other, "currency", {"currency_code": "GBP", "created_at": T0,
+                                                   "last_updated": T0 + timedelta(seconds=40)})
+        first = _run(totesys_url, local_lake, ["currency"], batch_ts=BATCH)["currency"]
+        assert first.rows == 1 and first.watermark_to == T0 + timedelta(seconds=40)
+        late.commit()
+    finally:
+        late.close()
+    second = _run(totesys_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1))["currency"]
+    assert (second.rows, second.duplicates_skipped) == (1, 1)
+    assert second.watermark_to == T0 + timedelta(seconds=40)  # an earlier row never moves the watermark back
+    third = _run(totesys_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=2))["currency"]
+    assert third.rows == 0
+    assert sorted(archived_versions(local_lake, "currency")) == sorted(
+        [(late_id, T0), (early_id, T0 + timedelta(seconds=40))])
+
+
+def test_a_commit_later_than_the_lookback_is_missed_as_documented(totesys_url, local_lake):
+    """The look-back bounds how late a commit may be; beyond it the version is not archived."""
+    late = psycopg.connect(totesys_url)
+    try:
+        _insert(late, "currency", {"currency_code": "EUR", "created_at": T0, "last_updated": T0})
+        with psycopg.connect(totesys_url) as other:
+            _insert(other, "currency", {"currency_code": "GBP", "created_at": T0, "last_updated": T0 + timedelta(minutes=20)})
+        _run(totesys_url, local_lake, ["currency"], batch_ts=BATCH)
+        late.commit()
+    finally:
+        late.close()
+    result = _run(totesys_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1))["currency"]
+    assert result.rows == 0
+    assert [lu for _, lu in archived_versions(local_lake, "currency")] == [T0 + timedelta(minutes=20)]
+
+
+def test_lengthening_the_lookback_never_archives_a_version_twice(totesys_url, local_lake):
+    with psycopg.connect(totesys_url) as conn:
+        _insert(conn, "currency", {"currency_code": "GBP", "created_at": T0, "last_updated": T0})
+        _insert(conn, "currency", {"currency_code": "USD", "created_at": T0, "last_updated": T0 + timedelta(minutes=20)})
+    _run(totesys_url, local_lake, ["currency"], batch_ts=BATCH, lookback=timedelta(minutes=15))
+    # 60 minutes back would reach the GBP row, which is no longer remembered: the read is clamped.
+    result = _run(totesys_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1),
+                  lookback=timedelta(minutes=60))["currency"]
+    assert result.rows == 0
+    assert len(archived_versions(local_lake, "currency")) == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# Failures between the two writes, and overlapping runs
+
+
+def test_a_crash_between_file_write_and_commit_leaves_an_orphan_and_the_rerun_archives_once(
+    totesys_url, lake, monkeypatch
+):
+    with psycopg.connect(totesys_url) as conn:
+        ids = seed_reference(conn)
+        add_sale(conn, ids, T0)
+        add_sale(conn, ids, T0 + timedelta(seconds=1))
+    real_commit = TableLog.commit
+
+    def crash_on_sales_order(self, **kw):
+        if self.table == "sales_order":
+            raise RuntimeError("process killed")  # the fault: the process dies after writing the file
+        return real_commit(self, **kw)
+
+    monkeypatch.setattr(TableLog, "commit", crash_on_sales_order)
+    with pytest.raises(RuntimeError, match="process killed"):
+        _run(totesys_url, lake, batch_ts=BATCH)
+    monkeypatch.setattr(TableLog, "commit", real_commit)
+
+    log = TableLog(lake, "sales_order")
+    assert log.latest() is None and len(log.orphan_files()) == 1  # written, never committed
+    assert TableLog(lake, "payment").latest().seq == 1  # tables before it stay committed
+    assert TableLog(lake, "transaction").latest() is None  # tables after it were not reached
+
+    results = _run(totesys_url, lake, batch_ts=BATCH + timedelta(minutes=1))
+    assert {t: r.rows for t, r in results.items() if r.rows} == {"sales_order": 2, "staff": 1, "transaction": 2}
+    for table in contract.TABLE_NAMES:
+        versions = archived_versions(lake, table)
+        assert len(versions) == len(set(versions)) and set(versions) == current_versions(totesys_url, table), table
+
+
+def test_overlapping_runs_the_loser_discards_its_file_and_nothing_is_archived_twice(totesys_url, lake, monkeypatch):
+    with psycopg.connect(totesys_url) as conn:
+        _insert(conn, "currency", {"currency_code": "GBP", "created_at": T0, "last_updated": T0})
+    real_commit = TableLog.commit
+    rival: dict = {}
+
+    def rival_commits_first(self, **kw):
+        if not rival:  # run B is about to commit: run A starts, runs and commits in full first
+            rival["results"] = {}
+            rival["results"] = _run(totesys_url, lake, ["currency"], batch_ts=BATCH + timedelta(seconds=1))
+        return real_commit(self, **kw)
+
+    monkeypatch.setattr(TableLog, "commit", rival_commits_first)
+    with pytest.raises(ConcurrentCommitError, match="currency: another extraction committed") as err:
+        _run(totesys_url, lake, ["currency"], batch_ts=BATCH)
+    assert "discarded" in str(err.value)
+    monkeypatch.setattr(TableLog, "commit", real_commit)
+
+    log = TableLog(lake, "currency")
+    assert rival["results"]["currency"].entry.seq == 1 and log.latest_seq() == 1
+    assert log.orphan_files() == []  # the loser deleted its own file
+    assert len(archived_versions(lake, "currency")) == 1
+    assert _run(totesys_url, lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1))["currency"].rows == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema drift and bad values: a clear SourceError and no state change
+
+
+@pytest.mark.parametrize(
+    ("ddl", "expected"),
+    [
+        ("ALTER TABLE staff ADD COLUMN nickname text", r"staff\.nickname: column added \(text\)"),
+        ("ALTER TABLE staff DROP COLUMN email_address", r"staff\.email_address: column dropped or renamed"),
+        ("ALTER TABLE sales_order ALTER COLUMN units_sold TYPE bigint",
+         r"sales_order\.units_sold: column retyped to bigint \(the contract says integer\)"),
+        ("ALTER TABLE department ALTER COLUMN department_name DROP NOT NULL",
+         r"department\.department_name: column is nullable in the source \(the contract says NOT NULL\)"),
+        ("ALTER TABLE counterparty ALTER COLUMN commercial_contact SET NOT NULL",
+         r"counterparty\.commercial_contact: column is NOT NULL in the source"),
+        ("DROP TABLE payment", r"table public\.payment is missing"),
+    ],
+    ids=["added", "dropped", "retyped", "null-allowed", "null-forbidden", "missing-table"],
+)
+def test_schema_drift_is_refused_before_anything_is_written(totesys_url, local_lake, ddl, expected):
+    with psycopg.connect(totesys_url) as conn:
+        ids = seed_reference(conn)
+        add_sale(conn, ids, T0)
+    _run(totesys_url, local_lake, batch_ts=BATCH)
+    with psycopg.connect(totesys_url) as conn:
+        add_sale(conn, ids, T0 + timedelta(minutes=1))  # something a run would otherwise archive
+        conn.execute("UPDATE counterparty SET commercial_contact = 'x' WHERE commercial_contact IS NULL")
+        conn.execute(ddl)
+    before = lake_keys(local_lake)
+    with pytest.raises(SourceError, match=expected) as err:
+        _run(totesys_url, local_lake, batch_ts=BATCH + timedelta(minutes=5))
+    assert "nothing was extracted" in str(err.value)
+    assert lake_keys(local_lake) == before
+
+
+def test_validate_source_schema_accepts_the_contract_schema_and_refuses_non_contract_tables(totesys_url):
+    with psycopg.connect(totesys_url) as conn:
+        validate_source_schema(conn, contract.TABLE_NAMES)
+        with pytest.raises(ValueError, match="'_prisma_migrations'"):
+            validate_source_schema(conn, ["_prisma_migrations"])
+
+
+def test_only_contract_tables_can_be_extracted(totesys_url, local_lake):
+    with pytest.raises(ValueError, match="not totesys contract tables: '_prisma_migrations'"):
+        _run(totesys_url, local_lake, ["currency", "_prisma_migrations"])
+    with pytest.raises(TypeError):
+        _run(totesys_url, local_lake, "currency")
+    assert lake_keys(local_lake) == []
+
+
+@pytest.mark.parametrize(
+    ("update", "expected"),
+    [
+        ("UPDATE payment SET payment_amount = 'NaN'", r"payment\.payment_amount: a source value does not convert to decimal128\(10, 2\)"),
+        ("UPDATE payment SET created_at = 'infinity'", r"payment\.created_at: a source value does not convert to timestamp\[ms\]"),
+    ],
+    ids=["NaN-money", "infinite-timestamp"],
+)
+def test_a_value_that_does_not_convert_names_the_column_and_commits_nothing_for_its_table(
+    totesys_url, local_lake, update, expected
+):
+    with psycopg.connect(totesys_url) as conn:
+        ids = seed_reference(conn)
+        add_sale(conn, ids, T0)
+        conn.execute(update)
+    with pytest.raises(SourceError, match=expected):
+        _run(totesys_url, local_lake, batch_ts=BATCH)
+    payment = TableLog(local_lake, "payment")
+    assert payment.latest() is None and payment.orphan_files() == []
+    assert not any(k.startswith("payment/") for k in lake_keys(local_lake))
+    assert TableLog(local_lake, "design").latest().seq == 1  # tables before it are committed and consistent
+
+
+def test_a_statement_timeout_while_streaming_is_a_source_error_naming_the_table(totesys_url, local_lake):
+    with psycopg.connect(totesys_url) as conn:
+        conn.execute(
+            "INSERT INTO design (design_name, file_location, file_name, created_at, last_updated) "
+            "SELECT 'design ' || g, '/usr/share', repeat(md5(g::text), 4), %s, %s + g * interval '1 ms' "
+            "FROM generate_series(1, 300000) g", (T0, T0))
+    started = time.monotonic()
+    with pytest.raises(SourceError, match=r"reading design from .* failed: .*statement timeout.*nothing was committed for design"):
+        _run(totesys_url, local_lake, ["design"], batch_ts=BATCH, statement_timeout=timedelta(milliseconds=300))
+    assert time.monotonic() - started < 10
+    assert TableLog(local_lake, "design").latest() is None and lake_keys(local_lake) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# The source cannot be reached; secrets stay out of messages
+
+
+def test_an_unreachable_source_is_a_quick_source_error_without_the_password(local_lake):
+    url = f"postgresql://reader:s3cret-pw@127.0.0.1:{free_port()}/totesys"
+    started = time.monotonic()
+    with pytest.raises(SourceError, match=r"cannot connect to the totesys source database postgresql://reader:\*\*\*@127") as err:
+        _run(url, local_lake, connect_timeout=2)
+    assert time.monotonic() - started < 5
+    assert "s3cret-pw" not in str(err.value) and "TOTESYS_DB_URL" in str(err.value)
+    assert err.value.__suppress_context__  # the driver's own error is not chained into tracebacks and logs
+    assert lake_keys(local_lake) == []
+
+
+def test_a_missing_source_database_is_a_source_error(pg_server, local_lake):
+    with pytest.raises(SourceError, match='database "no_such_db" does not exist'):
+        _run(pg_server.url("no_such_db"), local_lake)
+
+
+def test_the_password_never_reaches_logs_results_or_manifests(totesys_url, local_lake):
+    url = totesys_url.replace("postgresql://postgres@", "postgresql://postgres:s3cret-pw@")  # trust auth ignores it
+    with psycopg.connect(url) as conn:
+        ids = seed_reference(conn)
+        add_sale(conn, ids, T0)
+    messages: list[str] = []
+    results = _run(url, local_lake, batch_ts=BATCH, log=messages.append)
+    assert any("postgres:***@" in m for m in messages)
+    everything = "\n".join(messages) + repr(results) + "".join(
+        local_lake.read_bytes(k).decode() for k in lake_keys(local_lake) if k.startswith("_manifests/"))
+    assert "s3cret" not in everything
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming: row groups of batch_rows, memory independent of table size
+
+
+class _MemoryWatchingStore(LocalLakeStore):
+    """A real local store that samples Arrow's allocated memory each time a batch reaches the writer."""
+
+    peak = 0
+
+    def write_parquet(self, key, batches, schema):
+        def watched():
+            for batch in batches:
+                self.peak = max(self.peak, pa.total_allocated_bytes())
+                yield batch
+
+        return super().write_parquet(key, watched(), schema)
+
+
+def test_rows_are_streamed_in_batches_with_bounded_memory(totesys_url, tmp_path):
+    rows, text = 40_000, 1000  # ~40 MB of CSV
+    with psycopg.connect(totesys_url) as conn:
+        conn.execute(
+            "INSERT INTO design (design_name, file_location, file_name, created_at, last_updated) "
+            "SELECT 'design ' || g, repeat(md5(g::text), %s), 'f.json', %s, %s + g * interval '1 ms' "
+            "FROM generate_series(1, %s) g", (text // 32, T0, T0, rows))
+    store = _MemoryWatchingStore(tmp_path / "lake")
+    baseline = pa.total_allocated_bytes()
+    result = _run(totesys_url, store, ["design"], batch_ts=BATCH, batch_rows=3000)["design"]
+    assert result.rows == rows
+    meta = pq.ParquetFile(str(tmp_path / "lake" / result.entry.file)).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [3000] * 13 + [1000]
+    assert store.peak - baseline < 24 * 1024 * 1024  # far below the 40 MB table
+    assert archived(store, "design").column("design_id").to_pylist() == list(range(1, rows + 1))
+
+
+def test_the_manifest_state_is_small_and_readable(totesys_url, local_lake):
+    with psycopg.connect(totesys_url) as conn:
+        for i in range(50):
+            _insert(conn, "currency", {"currency_code": "GBP", "created_at": T0,
+                                       "last_updated": T0 + timedelta(minutes=i)})
+    result = _run(totesys_url, local_lake, ["currency"], batch_ts=BATCH)["currency"]
+    state = json.loads(local_lake.read_bytes("_manifests/currency/0000000001.json"))["state"]
+    assert state["watermark"] == "2024-11-04T10:19:10.000"
+    assert state["window_start"] == "2024-11-04T10:04:10.000"
+    assert len(state["versions"]) == 16  # only the last 15 minutes (inclusive) are remembered
+    assert state["versions"][0] == [35, "2024-11-04T10:04:10.000"]
+    assert result.entry.state == state
