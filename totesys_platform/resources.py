@@ -1,0 +1,77 @@
+"""Dagster resources: thin, configurable handles on the three outside systems (source, lake, warehouse).
+
+Each is a ConfigurableResource. `build_resources()` configures them from environment variables:
+a variable that is set is passed as `dg.EnvVar` (so its value, possibly a password, never appears in
+the UI or run config); an unset one falls back to the local stack's default, which holds no secret.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import dagster as dg
+import psycopg
+
+from totesys_platform.lake.store import LakeStore
+from totesys_platform.settings import Settings, redact_url
+
+CONNECT_TIMEOUT_S = 10
+
+
+class TotesysDatabase(dg.ConfigurableResource):
+    """The operational totesys database, read-only."""
+
+    db_url: str
+
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.db_url)
+
+
+class WarehouseDatabase(dg.ConfigurableResource):
+    """The PostgreSQL warehouse holding the star schemas."""
+
+    db_url: str
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        with psycopg.connect(self.db_url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+            yield conn
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The data lake's two zones; each URL is a `file://` folder or `s3://bucket/prefix`."""
+
+    ingestion_url: str
+    processed_url: str
+    aws_endpoint_url: str = ""
+
+    def ingestion(self) -> LakeStore:
+        return LakeStore.from_url(self.ingestion_url, endpoint_url=self.aws_endpoint_url or None)
+
+    def processed(self) -> LakeStore:
+        return LakeStore.from_url(self.processed_url, endpoint_url=self.aws_endpoint_url or None)
+
+
+def _env_or(name: str, default: str) -> str | dg.EnvVar:
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def build_resources() -> dict[str, object]:
+    """Resources for the code location, from the environment (see settings.py for the variables)."""
+    from totesys_platform.warehouse.io_manager import WarehouseIOManager
+
+    defaults = Settings.from_env({k: v for k, v in os.environ.items() if k in ("TOTESYS_LOCAL_DIR", "TOTESYS_LOCAL_PG_PORT")})
+    warehouse_url = _env_or("WAREHOUSE_DB_URL", defaults.warehouse_db_url)
+    return {
+        "totesys": TotesysDatabase(db_url=_env_or("TOTESYS_DB_URL", defaults.totesys_db_url)),
+        "lake": LakeResource(
+            ingestion_url=_env_or("LAKE_INGESTION_URL", defaults.lake_ingestion_url),
+            processed_url=_env_or("LAKE_PROCESSED_URL", defaults.lake_processed_url),
+            aws_endpoint_url=_env_or("AWS_ENDPOINT_URL", ""),
+        ),
+        "warehouse": WarehouseDatabase(db_url=warehouse_url),
+        "warehouse_io_manager": WarehouseIOManager(db_url=warehouse_url),
+    }
