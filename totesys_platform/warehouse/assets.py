@@ -1,0 +1,62 @@
+"""Warehouse assets: the 11 star-schema tables in PostgreSQL, loaded from the processed zone by the IO manager."""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from totesys_platform.lake.processed.assets import processed_key
+from totesys_platform.lake.processed.runner import read_processed
+from totesys_platform.resources import LakeResource, WarehouseDatabase
+from totesys_platform.star_schema import TARGET_TABLES
+from totesys_platform.warehouse.loader import WarehouseBatch
+from totesys_platform.warehouse.schema import ensure_schema, get_load_state
+
+GROUP = "warehouse"
+FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=30))
+
+
+def warehouse_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["warehouse", table])
+
+
+def _dimension_deps(table: str) -> list[dg.AssetKey]:
+    """The warehouse dimensions a fact refers to: they load first (contract rule 7)."""
+    refs = {c.references.split(".")[0] for c in TARGET_TABLES[table].columns if c.references}
+    return [warehouse_key(d) for d in sorted(refs)]
+
+
+def _build_warehouse_asset(name: str) -> dg.AssetsDefinition:
+    target = TARGET_TABLES[name]
+    mode = "append_versions" if target.kind == "fact" else "upsert"
+
+    @dg.asset(
+        key=warehouse_key(name),
+        deps=[processed_key(name), *_dimension_deps(name)],
+        group_name=GROUP,
+        kinds={"postgres"},
+        io_manager_key="warehouse_io_manager",
+        freshness_policy=FRESHNESS,
+        description=(
+            f"`{name}` in the PostgreSQL warehouse. "
+            + (f"Full history: one row per source version, never updated; the view `{name}_current` "
+               "shows the latest version per order." if target.kind == "fact"
+               else "Latest state per key (SCD type 1), upserted.")
+        ),
+        metadata={"warehouse/mode": mode, "dagster/table_name": f"warehouse.public.{name}"},
+    )
+    def _asset(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseDatabase) -> WarehouseBatch:
+        with warehouse.connect() as conn:
+            ensure_schema(conn)
+            conn.commit()
+            loaded_through = get_load_state(conn, name)
+        data, last_seq = read_processed(lake.processed(), name, after_seq=loaded_through)
+        context.log.info(
+            f"{name}: {data.num_rows} processed rows to merge ({mode}), processed batches "
+            f"{loaded_through + 1}..{last_seq}" if last_seq > loaded_through else f"{name}: nothing new to load"
+        )
+        return WarehouseBatch(data=data, processed_seq=last_seq if last_seq > loaded_through else None)
+
+    return _asset
+
+
+WAREHOUSE_ASSETS = [_build_warehouse_asset(name) for name in TARGET_TABLES]
