@@ -1,0 +1,91 @@
+"""Asset checks: the fact history, referential integrity, reconciliation and schema drift."""
+
+import dagster as dg
+
+from totesys_platform.lake.ingestion.assets import ingestion_key
+from totesys_platform.resources import LakeResource, WarehouseDatabase
+from totesys_platform.source.contract import TABLE_NAMES
+from totesys_platform.star_schema import FACTS, TARGET_TABLES
+from totesys_platform.warehouse.assets import warehouse_key
+from totesys_platform.warehouse.validation import (
+    DIMENSION_SOURCES, FACT_SOURCES, current_state_mismatches, dangling_references,
+    dimension_reconciliation, fact_history_report,
+)
+
+
+def _fact_history_check(fact: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=warehouse_key(fact),
+        name="fact_history_matches_lake",
+        additional_deps=[ingestion_key(FACT_SOURCES[fact])],
+        description=(
+            "Every version archived in the lake appears exactly once in the warehouse, nothing else does, "
+            f"and `{fact}_current` equals the latest archived version of each id."
+        ),
+    )
+    def _check(lake: LakeResource, warehouse: WarehouseDatabase) -> dg.AssetCheckResult:
+        with warehouse.connect() as conn:
+            report = fact_history_report(conn, lake.ingestion(), fact)
+            bad_current, bad_ids = current_state_mismatches(conn, lake.processed(), fact)
+        return dg.AssetCheckResult(
+            passed=report.passed and bad_current == 0,
+            metadata={
+                "lake_versions": report.lake_versions,
+                "warehouse_versions": report.warehouse_versions,
+                "missing_versions": report.missing_count,
+                "missing_sample": dg.MetadataValue.json([list(k) for k in report.missing]),
+                "unexpected_versions": report.unexpected_count,
+                "unexpected_sample": dg.MetadataValue.json([list(k) for k in report.unexpected]),
+                "duplicated_versions": report.duplicated_count,
+                "duplicated_sample": dg.MetadataValue.json([list(k) for k in report.duplicated]),
+                "current_state_mismatches": bad_current,
+                "current_state_mismatch_ids": dg.MetadataValue.json(bad_ids),
+            },
+        )
+
+    return _check
+
+
+def _referential_integrity_check(fact: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=warehouse_key(fact),
+        name="references_resolve",
+        blocking=True,
+        description="No fact row refers to a missing dimension row or date.",
+    )
+    def _check(warehouse: WarehouseDatabase) -> dg.AssetCheckResult:
+        with warehouse.connect() as conn:
+            dangling = dangling_references(conn, fact)
+        return dg.AssetCheckResult(
+            passed=not any(dangling.values()),
+            metadata={"dangling_by_column": dg.MetadataValue.json(dangling), "dangling_total": sum(dangling.values())},
+        )
+
+    return _check
+
+
+def _reconciliation_check(dim: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=warehouse_key(dim),
+        name="row_count_matches_lake",
+        additional_deps=[ingestion_key(DIMENSION_SOURCES[dim][0])],
+        description="The dimension holds exactly one row per distinct source key archived in the lake.",
+    )
+    def _check(lake: LakeResource, warehouse: WarehouseDatabase) -> dg.AssetCheckResult:
+        with warehouse.connect() as conn:
+            lake_keys, rows = dimension_reconciliation(conn, lake.ingestion(), dim)
+        return dg.AssetCheckResult(
+            passed=lake_keys == rows, metadata={"lake_distinct_keys": lake_keys, "warehouse_rows": rows},
+        )
+
+    return _check
+
+
+FACT_HISTORY_CHECKS = [_fact_history_check(f) for f in FACTS]
+REFERENTIAL_CHECKS = [_referential_integrity_check(f) for f in FACTS]
+RECONCILIATION_CHECKS = [_reconciliation_check(d) for d in DIMENSION_SOURCES]
+SCHEMA_CHECKS = list(dg.build_column_schema_change_checks(
+    assets=[ingestion_key(t) for t in TABLE_NAMES] + [warehouse_key(t) for t in TARGET_TABLES]
+))
+
+ALL_CHECKS = [*FACT_HISTORY_CHECKS, *REFERENTIAL_CHECKS, *RECONCILIATION_CHECKS, *SCHEMA_CHECKS]

@@ -1,0 +1,104 @@
+"""Jobs, the schedule and the new-data sensor that keep the warehouse fresh."""
+
+import hashlib
+import os
+
+import dagster as dg
+
+from totesys_platform.automation.change_detection import (
+    changed_tables, decode_cursor, encode_cursor, read_change_counters,
+)
+from totesys_platform.lake.ingestion.assets import ingestion_key
+from totesys_platform.lake.processed.assets import processed_key
+from totesys_platform.lake.processed.transforms import PROCESSED_SPECS
+from totesys_platform.resources import LakeResource, TotesysDatabase, WarehouseDatabase
+from totesys_platform.source.assets import source_key
+from totesys_platform.warehouse.assets import warehouse_key
+from totesys_platform.warehouse.rebuild import rebuild_warehouse
+
+ETL_JOB_NAME = "totesys_etl"
+ACTIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+]
+
+
+def automation_enabled() -> bool:
+    """Schedule and sensor run by default; TOTESYS_AUTOMATION=off turns them off (e.g. a staging copy)."""
+    return os.environ.get("TOTESYS_AUTOMATION", "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+def _default_status():
+    return dg.DefaultSensorStatus.RUNNING if automation_enabled() else dg.DefaultSensorStatus.STOPPED
+
+
+totesys_etl = dg.define_asset_job(
+    ETL_JOB_NAME,
+    selection=dg.AssetSelection.all(),
+    description="The whole pipeline: totesys -> ingestion zone -> processed zone -> warehouse.",
+    executor_def=dg.in_process_executor,
+)
+
+etl_schedule = dg.ScheduleDefinition(
+    name="totesys_etl_every_20_minutes",
+    job=totesys_etl,
+    cron_schedule="*/20 * * * *",
+    default_status=(dg.DefaultScheduleStatus.RUNNING if automation_enabled() else dg.DefaultScheduleStatus.STOPPED),
+    description="Backstop: runs the whole pipeline every 20 minutes, whatever the sensor saw.",
+)
+
+
+def downstream_of(tables: list[str]) -> list[dg.AssetKey]:
+    """Every ingestion, processed and warehouse asset that a change in these source tables can affect."""
+    keys = [ingestion_key(t) for t in tables]
+    for name, spec in PROCESSED_SPECS.items():
+        if set(spec.inputs) & set(tables):
+            keys += [processed_key(name), warehouse_key(name)]
+    return keys
+
+
+@dg.sensor(
+    name="totesys_new_data_sensor",
+    job=totesys_etl,
+    minimum_interval_seconds=15,
+    default_status=_default_status(),
+    description=(
+        "Notices changed totesys tables from PostgreSQL's activity counters (one small query, no scan) and "
+        "runs what is downstream of them. Waits while a pipeline run is active; the next tick picks the change up."
+    ),
+)
+def totesys_new_data_sensor(context: dg.SensorEvaluationContext, totesys: TotesysDatabase):
+    active = context.instance.get_runs(filters=dg.RunsFilter(job_name=ETL_JOB_NAME, statuses=ACTIVE_STATUSES), limit=1)
+    if active:
+        return dg.SkipReason(f"Run {active[0].run_id} is active; changes will be picked up after it.")
+    counters = read_change_counters(totesys.db_url)
+    changed = changed_tables(decode_cursor(context.cursor), counters)
+    if not changed:
+        return dg.SkipReason("No change in totesys since the last run.")
+    run_key = hashlib.sha256(encode_cursor(counters).encode()).hexdigest()[:16]
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(
+            run_key=f"totesys-change-{run_key}",
+            asset_selection=downstream_of(changed),
+            tags={"totesys/changed_tables": ",".join(changed)},
+        )],
+        cursor=encode_cursor(counters),
+        asset_events=[
+            dg.AssetObservation(asset_key=source_key(t), metadata={"change_counter": counters[t]}) for t in changed
+        ],
+    )
+
+
+@dg.op(description="Empty the warehouse and load every processed-zone batch again, in one transaction.")
+def rebuild_warehouse_op(context: dg.OpExecutionContext, lake: LakeResource, warehouse: WarehouseDatabase):
+    stats = rebuild_warehouse(warehouse.db_url, lake.processed(), log=context.log.info)
+    return {table: s.inserted for table, s in stats.items()}
+
+
+@dg.job(
+    name="rebuild_warehouse",
+    description="Rebuild a fresh warehouse from the lake alone (after a restore, a schema change or for audit).",
+    executor_def=dg.in_process_executor,
+)
+def rebuild_warehouse_job():
+    rebuild_warehouse_op()
