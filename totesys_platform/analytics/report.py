@@ -1,0 +1,116 @@
+"""The sales report: the numbers a sales team asks for, from the warehouse's current-state views.
+
+Plain logic, no Dagster: queries return small tables of rows, rendering makes a PNG chart (matplotlib),
+an HTML page and a markdown summary.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from decimal import Decimal
+
+import psycopg
+
+SALES_BY_MONTH_SQL = """
+SELECT to_char(f.created_date, 'YYYY-MM') AS month, c.currency_code, sum(f.units_sold * f.unit_price) AS sales_value
+FROM fact_sales_order_current f JOIN dim_currency c USING (currency_id)
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
+TOP_DESIGNS_SQL = """
+SELECT d.design_name, sum(f.units_sold) AS units_sold
+FROM fact_sales_order_current f JOIN dim_design d USING (design_id)
+GROUP BY d.design_id, d.design_name ORDER BY units_sold DESC, d.design_name LIMIT %(limit)s
+"""
+TOP_COUNTERPARTIES_SQL = """
+SELECT cp.counterparty_legal_name, c.currency_code, sum(f.units_sold * f.unit_price) AS sales_value
+FROM fact_sales_order_current f
+JOIN dim_counterparty cp USING (counterparty_id) JOIN dim_currency c USING (currency_id)
+GROUP BY 1, 2 ORDER BY sales_value DESC, 1 LIMIT %(limit)s
+"""
+OUTSTANDING_SQL = """
+SELECT c.currency_code, count(*) AS payments, sum(p.payment_amount) AS amount
+FROM fact_payment_current p JOIN dim_currency c USING (currency_id) JOIN dim_payment_type t USING (payment_type_id)
+WHERE NOT p.paid AND t.payment_type_name = 'SALES_RECEIPT'
+GROUP BY 1 ORDER BY 1
+"""
+
+
+@dataclass(frozen=True)
+class SalesFigures:
+    sales_by_month: list[tuple[str, str, Decimal]]
+    top_designs: list[tuple[str, int]]
+    top_counterparties: list[tuple[str, str, Decimal]]
+    outstanding: list[tuple[str, int, Decimal]]
+
+
+def query_figures(conn: psycopg.Connection, *, top: int = 5) -> SalesFigures:
+    return SalesFigures(
+        sales_by_month=[tuple(r) for r in conn.execute(SALES_BY_MONTH_SQL)],
+        top_designs=[tuple(r) for r in conn.execute(TOP_DESIGNS_SQL, {"limit": top})],
+        top_counterparties=[tuple(r) for r in conn.execute(TOP_COUNTERPARTIES_SQL, {"limit": top})],
+        outstanding=[tuple(r) for r in conn.execute(OUTSTANDING_SQL)],
+    )
+
+
+def render_chart(figures: SalesFigures) -> bytes:
+    """PNG: monthly sales value per currency (lines) and the top designs by units (bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5), dpi=100)
+    months = sorted({m for m, _, _ in figures.sales_by_month})
+    for currency in sorted({c for _, c, _ in figures.sales_by_month}):
+        values = {m: float(v) for m, c, v in figures.sales_by_month if c == currency}
+        left.plot(months, [values.get(m, 0.0) for m in months], marker="o", markersize=3, label=currency)
+    left.set_title("Sales value by month and currency")
+    left.tick_params(axis="x", labelrotation=60, labelsize=7)
+    left.legend()
+    names = [n for n, _ in figures.top_designs][::-1]
+    right.barh(names, [u for _, u in figures.top_designs][::-1], color="#4f6bed")
+    right.set_title("Top designs by units sold")
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out.getvalue()
+
+
+def _money(v: Decimal) -> str:
+    return f"{v:,.2f}"
+
+
+def render_markdown(figures: SalesFigures) -> str:
+    lines = ["### Payments outstanding (sales receipts not yet paid)", "| currency | payments | amount |", "|---|---|---|"]
+    lines += [f"| {c} | {n} | {_money(a)} |" for c, n, a in figures.outstanding] or ["| - | 0 | 0.00 |"]
+    lines += ["", "### Top counterparties by sales value", "| counterparty | currency | sales value |", "|---|---|---|"]
+    lines += [f"| {n} | {c} | {_money(v)} |" for n, c, v in figures.top_counterparties]
+    lines += ["", "### Top designs by units sold", "| design | units |", "|---|---|"]
+    lines += [f"| {n} | {u:,} |" for n, u in figures.top_designs]
+    return "\n".join(lines)
+
+
+def render_html(figures: SalesFigures, chart_png: bytes, generated_at: str) -> str:
+    def table(headers: list[str], rows: list[tuple]) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(_money(v) if isinstance(v, Decimal) else str(v))}</td>" for v in row) + "</tr>"
+            for row in rows
+        )
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    img = base64.b64encode(chart_png).decode()
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Terrific Totes sales report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1.5em}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head><body>
+<h1>Terrific Totes sales report</h1><p>Generated {html.escape(generated_at)} from the warehouse's current state.</p>
+<img alt="Sales by month and top designs" src="data:image/png;base64,{img}">
+<h2>Payments outstanding</h2>{table(["currency", "payments", "amount"], figures.outstanding)}
+<h2>Top counterparties</h2>{table(["counterparty", "currency", "sales value"], figures.top_counterparties)}
+<h2>Top designs</h2>{table(["design", "units sold"], figures.top_designs)}
+<h2>Sales by month</h2>{table(["month", "currency", "sales value"], figures.sales_by_month)}
+</body></html>"""
