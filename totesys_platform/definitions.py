@@ -1,5 +1,25 @@
-"""The Dagster code location: every asset, check, job, schedule, sensor and resource of the platform."""
+"""The Dagster code location: every asset, check, job, schedule, sensor and resource of the platform.
+
+The graph reads left to right: totesys (observable sources) -> lake/ingestion -> lake/processed -> warehouse.
+"""
 
 import dagster as dg
 
-defs = dg.Definitions(assets=[])
+from totesys_platform.analytics.assets import sales_report
+from totesys_platform.automation.checks import ALL_CHECKS
+from totesys_platform.automation.jobs import etl_schedule, rebuild_warehouse_job, totesys_etl, totesys_new_data_sensor
+from totesys_platform.lake.ingestion.assets import extract_totesys
+from totesys_platform.lake.processed.assets import PROCESSED_ASSETS
+from totesys_platform.resources import build_resources
+from totesys_platform.source.assets import observe_totesys
+from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS
+
+defs = dg.Definitions(
+    assets=[observe_totesys, extract_totesys, *PROCESSED_ASSETS, *WAREHOUSE_ASSETS, sales_report],
+    asset_checks=ALL_CHECKS,
+    jobs=[totesys_etl, rebuild_warehouse_job],
+    schedules=[etl_schedule],
+    sensors=[totesys_new_data_sensor],
+    resources=build_resources(),
+    executor=dg.in_process_executor,
+)

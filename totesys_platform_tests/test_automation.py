@@ -1,0 +1,98 @@
+"""The schedule, the new-data sensor and the shape of the asset graph."""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+import psycopg
+import pytest
+
+from totesys_platform.automation import change_detection as cd
+from totesys_platform.automation.jobs import downstream_of, etl_schedule, totesys_new_data_sensor
+from totesys_platform.resources import TotesysDatabase
+
+
+def test_changed_tables_compares_counters():
+    assert cd.changed_tables(None, {"a": 1, "b": 2}) == ["a", "b"]
+    assert cd.changed_tables({"a": 1, "b": 2}, {"a": 1, "b": 2}) == []
+    assert cd.changed_tables({"a": 1, "b": 2}, {"a": 1, "b": 3}) == ["b"]
+    # A counter reset (server restart, pg_stat_reset) reads as a change: one harmless extra run.
+    assert cd.changed_tables({"a": 10}, {"a": 0}) == ["a"]
+
+
+@pytest.mark.parametrize("cursor", [None, "", "not json", "[1, 2]"])
+def test_a_missing_or_corrupt_cursor_means_everything_may_have_changed(cursor):
+    assert cd.decode_cursor(cursor) is None
+
+
+def test_cursor_round_trip():
+    assert cd.decode_cursor(cd.encode_cursor({"b": 2, "a": 1})) == {"a": 1, "b": 2}
+
+
+def test_schedule_runs_the_whole_pipeline_every_20_minutes():
+    assert etl_schedule.cron_schedule == "*/20 * * * *"
+    assert etl_schedule.job_name == "totesys_etl"
+
+
+def test_a_payment_change_selects_what_is_downstream_of_payment_only():
+    keys = {k.to_user_string() for k in downstream_of(["payment"])}
+    assert "lake/ingestion/payment" in keys
+    assert {"lake/processed/fact_payment", "warehouse/fact_payment", "warehouse/dim_date"} <= keys
+    assert "warehouse/fact_sales_order" not in keys and "lake/ingestion/sales_order" not in keys
+
+
+def _insert_currency(url: str) -> None:
+    # Closing the connection makes the backend flush its activity counters.
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO currency (currency_code, last_updated) VALUES ('JPY', now())")
+
+
+def _tick(instance, url, cursor):
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"totesys": TotesysDatabase(db_url=url)})
+    return totesys_new_data_sensor(ctx), ctx
+
+
+def test_sensor_requests_a_run_for_a_change_and_skips_when_nothing_changed(totesys_url):
+    instance = dg.DagsterInstance.ephemeral()
+    first, _ = _tick(instance, totesys_url, None)
+    assert isinstance(first, dg.SensorResult) and len(first.run_requests) == 1
+    cursor = first.cursor
+
+    quiet, _ = _tick(instance, totesys_url, cursor)
+    assert isinstance(quiet, dg.SkipReason)
+
+    _insert_currency(totesys_url)
+    deadline = time.monotonic() + 15
+    while True:
+        result, _ = _tick(instance, totesys_url, cursor)
+        if isinstance(result, dg.SensorResult) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert isinstance(result, dg.SensorResult), "the sensor never saw the committed insert"
+    (request,) = result.run_requests
+    selected = {k.to_user_string() for k in request.asset_selection}
+    assert "lake/ingestion/currency" in selected and "warehouse/dim_currency" in selected
+    assert "lake/ingestion/sales_order" not in selected
+    assert request.tags["totesys/changed_tables"] == "currency"
+
+
+def test_definitions_load_with_the_graph_source_to_warehouse():
+    from totesys_platform.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    for table in ("sales_order", "payment", "address"):
+        assert f"totesys/{table}" in keys and f"lake/ingestion/{table}" in keys
+    for table in ("fact_sales_order", "dim_counterparty", "dim_date"):
+        assert f"lake/processed/{table}" in keys and f"warehouse/{table}" in keys
+    assert len([k for k in keys if k.startswith("warehouse/")]) == 11
+    assert len([k for k in keys if k.startswith("lake/processed/")]) == 11
+    assert len([k for k in keys if k.startswith("lake/ingestion/")]) == 11
+    # Lineage: facts load after the dimensions they refer to, dim_counterparty reads address too.
+    parents = graph.get(dg.AssetKey(["warehouse", "fact_sales_order"])).parent_keys
+    assert dg.AssetKey(["warehouse", "dim_date"]) in parents and dg.AssetKey(["warehouse", "dim_staff"]) in parents
+    parents = graph.get(dg.AssetKey(["lake", "processed", "dim_counterparty"])).parent_keys
+    assert parents == {dg.AssetKey(["lake", "ingestion", "counterparty"]), dg.AssetKey(["lake", "ingestion", "address"])}
+    assert defs.resolve_job_def("totesys_etl") is not None
+    assert defs.resolve_job_def("rebuild_warehouse") is not None
