@@ -1,0 +1,12 @@
+# Run logs shipped by the pipeline (CLOUDWATCH_LOG_GROUP / CLOUDWATCH_LOG_STREAM). The stream is
+# created here, so the pipeline role only needs logs:PutLogEvents on this one stream.
+
+resource "aws_cloudwatch_log_group" "pipeline" {
+  name              = "/${var.name_prefix}/${var.environment}/pipeline"
+  retention_in_days = var.log_retention_days
+}
+
+resource "aws_cloudwatch_log_stream" "pipeline" {
+  name           = var.log_stream_name
+  log_group_name = aws_cloudwatch_log_group.pipeline.name
+}
