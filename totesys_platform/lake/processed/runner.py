@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from totesys_platform.lake.manifest import ManifestEntry, TableLog, data_file_key
+from totesys_platform.lake.quarantine import quarantined_seqs
 from totesys_platform.lake.processed.transforms import PROCESSED_SPECS, ProcessedSpec
+from totesys_platform.lake.processed.validation import BadInputError
 from totesys_platform.lake.store import LakeStore
 from totesys_platform.source.contract import SOURCE_TABLES
 from totesys_platform.star_schema import TARGET_TABLES
@@ -35,14 +38,47 @@ class ProcessResult:
         return self.entry is not None
 
 
-def read_new_input(ingestion: LakeStore, source_table: str, after_seq: int) -> tuple[pa.Table, int]:
-    """All ingestion batches of `source_table` committed after `after_seq`, in order, and the last seq read."""
+def read_new_batches(ingestion: LakeStore, source_table: str, after_seq: int) -> tuple[list[tuple[int, pa.Table]], int]:
+    """The ingestion batches of `source_table` committed after `after_seq` as (seq, rows), and the last seq read.
+
+    Quarantined batches are skipped (see lake/quarantine.py).
+    """
     log = TableLog(ingestion, source_table)
     schema = SOURCE_TABLES[source_table].arrow_schema
     entries = log.entries(after_seq=after_seq)
-    tables = [log.read(e).select(schema.names).cast(schema) for e in entries if e.file]
-    last = entries[-1].seq if entries else after_seq
-    return (pa.concat_tables(tables) if tables else schema.empty_table()), last
+    skipped = quarantined_seqs(ingestion, source_table) if entries else set()
+    batches = [(e.seq, log.read(e).select(schema.names).cast(schema)) for e in entries if e.file and e.seq not in skipped]
+    return batches, (entries[-1].seq if entries else after_seq)
+
+
+def read_new_input(ingestion: LakeStore, source_table: str, after_seq: int) -> tuple[pa.Table, int]:
+    """All ingestion rows of `source_table` committed after `after_seq`, in order, and the last seq read."""
+    batches, last = read_new_batches(ingestion, source_table, after_seq)
+    schema = SOURCE_TABLES[source_table].arrow_schema
+    return (pa.concat_tables([t for _, t in batches]) if batches else schema.empty_table()), last
+
+
+def _batches_holding(batches: list[tuple[int, pa.Table]], key: str | None) -> list[int]:
+    """Seqs of the batches holding the row named by a BadInputError key such as ``sales_order_id=42``."""
+    if not key or "=" not in key:
+        return []
+    column, _, value = key.partition("=")
+    if not value.isdigit():
+        return []
+    return [seq for seq, t in batches if column in t.column_names and pc.any(pc.equal(t[column], int(value))).as_py()]
+
+
+def _with_batch_hint(err: BadInputError, batches: dict[str, list[tuple[int, pa.Table]]]) -> BadInputError:
+    source = err.source if err.source in batches else next(iter(batches), None)
+    seqs = _batches_holding(batches.get(source, []), err.key) if source else []
+    if not seqs:
+        return err
+    hint = (
+        f"The bad row is in ingestion batch {source} seq {', '.join(map(str, seqs))}; after correcting it in "
+        f"totesys, run: totesys-platform lake quarantine --table {source} --seq {seqs[-1]} --reason '...'"
+    )
+    return BadInputError(err.table, err.key, err.column, err.reason, source=err.source,
+                         action=f"{err.action}. {hint}" if err.action else hint)
 
 
 def _state_key(table: str, seq: int, name: str) -> str:
@@ -69,15 +105,21 @@ def process_table(
     consumed: dict[str, int] = dict(prev_state.get("consumed", {}))
     state_files: dict[str, str] = dict(prev_state.get("state_files", {}))
 
+    batches: dict[str, list[tuple[int, pa.Table]]] = {}
     inputs: dict[str, pa.Table] = {}
     new_consumed: dict[str, int] = {}
     for source in spec.inputs:
-        inputs[source], new_consumed[source] = read_new_input(ingestion, source, consumed.get(source, 0))
+        batches[source], new_consumed[source] = read_new_batches(ingestion, source, consumed.get(source, 0))
+        parts = [t for _, t in batches[source]]
+        inputs[source] = pa.concat_tables(parts) if parts else SOURCE_TABLES[source].arrow_schema.empty_table()
     input_rows = {k: v.num_rows for k, v in inputs.items()}
     if new_consumed == {s: consumed.get(s, 0) for s in spec.inputs}:
         return ProcessResult(name, 0, None, None, new_consumed, input_rows)
 
-    delta, new_state = spec.build(inputs, _read_state(processed, state_files))
+    try:
+        delta, new_state = spec.build(inputs, _read_state(processed, state_files))
+    except BadInputError as err:
+        raise _with_batch_hint(err, batches) from None
     expected = TARGET_TABLES[name].arrow_schema
     if not delta.schema.equals(expected):
         raise TypeError(f"{name}: the builder returned {delta.schema}, expected {expected}")
