@@ -577,6 +577,20 @@ def test_the_package_build_contains_every_module(package_build):
     assert "totesys_platform/definitions.py" in built
 
 
+def test_the_built_package_loads_its_code_location_with_an_empty_environment(package_build, tmp_path):
+    """As the image's build step and `dagster api grpc` do: from the installed files, not the checkout,
+    with no setting in the environment (settings are read when resources are used, not at import)."""
+    _, build_dir = package_build
+    probe = ("import totesys_platform, totesys_platform.definitions as d; "
+             "print(totesys_platform.__file__); print(len(d.defs.resolve_asset_graph().get_all_asset_keys()))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=180,
+                            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(build_dir)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    location, assets = result.stdout.split()[-2:]
+    assert location.startswith(str(build_dir)), f"imported {location}, not the built package"
+    assert int(assets) > 0
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "pyproject.toml declares no package data, so totesys_schema.sql is left out of a non-editable install "
     "(needs [tool.setuptools.package-data] totesys_platform = ['**/*.sql']); remove this mark once fixed"))
