@@ -245,7 +245,9 @@ def test_secrets_never_reach_cloudwatch(moto_endpoint, logs_client, log_group):
     assert not any(URL_PASSWORD in m or DSN_PASSWORD in m for m in messages)
 
 
-def test_shipping_failures_never_raise_are_counted_and_warned_once(capfd):
+def test_shipping_failures_never_raise_are_counted_and_warned_once(capfd, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     dead_endpoint = f"http://127.0.0.1:{free_port()}"
     handler = CloudWatchLogHandler("/g", "s", region=REGION, endpoint_url=dead_endpoint, flush_interval=60)
     logger = shipping_logger(handler)
