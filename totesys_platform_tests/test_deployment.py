@@ -591,9 +591,6 @@ def test_the_built_package_loads_its_code_location_with_an_empty_environment(pac
     assert int(assets) > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pyproject.toml declares no package data, so totesys_schema.sql is left out of a non-editable install "
-    "(needs [tool.setuptools.package-data] totesys_platform = ['**/*.sql']); remove this mark once fixed"))
 def test_the_package_build_contains_every_data_file(package_build):
     work, build_dir = package_build
     data = {p.relative_to(work).as_posix() for p in (work / "totesys_platform").rglob("*")
@@ -1138,10 +1135,6 @@ def test_the_reader_role_reads_the_loaders_tables_but_not_its_state(loader_db):
         drop_roles(admin_url, "analyst_for_test")
 
 
-@pytest.mark.xfail(strict=True, raises=psycopg.errors.InsufficientPrivilege, reason=(
-    "warehouse/schema.py runs CREATE SCHEMA IF NOT EXISTS totesys_meta, which needs CREATE on the database even "
-    "when the schema exists; when it skips an existing schema, drop that grant from warehouse_loader.sql and "
-    "remove this mark"))
 def test_the_loader_would_not_need_create_on_the_database(loader_db):
     from totesys_platform.warehouse.schema import ensure_schema
 

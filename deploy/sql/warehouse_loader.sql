@@ -22,12 +22,11 @@ BEGIN
 END
 $$;
 
--- CONNECT; TEMPORARY for the per-load staging tables; CREATE only because the loader's schema
--- check issues CREATE SCHEMA IF NOT EXISTS totesys_meta, which PostgreSQL authorises against the
--- database even when the schema exists (drop it once warehouse/schema.py skips an existing schema).
+-- CONNECT, and TEMPORARY for the per-load staging tables. No CREATE on the database: the schema
+-- totesys_meta is created below, and the loader's migrations only create it when it is missing.
 DO $$
 BEGIN
-  EXECUTE format('GRANT CONNECT, TEMPORARY, CREATE ON DATABASE %I TO warehouse_loader', current_database());
+  EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO warehouse_loader', current_database());
   EXECUTE format('GRANT CONNECT ON DATABASE %I TO warehouse_reader', current_database());
 END
 $$;

@@ -129,7 +129,10 @@ def ensure_schema(conn: psycopg.Connection) -> int:
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(META_SCHEMA)))
+        # Checked first: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
+        # exists, and a least-privilege loader role does not have it once the schema is provisioned.
+        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (META_SCHEMA,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(_ident(META_SCHEMA)))
         conn.execute(sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (version integer PRIMARY KEY, "
             "applied_at timestamptz NOT NULL DEFAULT now(), description text NOT NULL)"
