@@ -3,6 +3,8 @@
 Each is a ConfigurableResource. `build_resources()` configures them from environment variables:
 a variable that is set is passed as `dg.EnvVar` (so its value, possibly a password, never appears in
 the UI or run config); an unset one falls back to the local stack's default, which holds no secret.
+A database URL may also be `aws-secretsmanager:<secret-id>`: the secret is read only when connecting
+(`connection_url()`), so config and metadata only ever hold the reference (see secrets.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dagster as dg
 import psycopg
 
 from totesys_platform.lake.store import LakeStore
+from totesys_platform.secrets import resolve_db_url
 from totesys_platform.settings import Settings, redact_url
 
 CONNECT_TIMEOUT_S = 10
@@ -23,21 +26,32 @@ CONNECT_TIMEOUT_S = 10
 class TotesysDatabase(dg.ConfigurableResource):
     """The operational totesys database, read-only."""
 
-    db_url: str
+    db_url: str  # a postgresql:// URL or aws-secretsmanager:<secret-id>
 
     @property
     def safe_url(self) -> str:
         return redact_url(self.db_url)
 
+    def connection_url(self) -> str:
+        """The URL to connect with, a secret reference resolved now. Never log it: log `safe_url`."""
+        return resolve_db_url(self.db_url, setting="TOTESYS_DB_URL")
+
 
 class WarehouseDatabase(dg.ConfigurableResource):
     """The PostgreSQL warehouse holding the star schemas."""
 
-    db_url: str
+    db_url: str  # a postgresql:// URL or aws-secretsmanager:<secret-id>
+
+    def connection_url(self) -> str:
+        """The URL to connect with, a secret reference resolved now. Never log it."""
+        return resolve_db_url(self.db_url, setting="WAREHOUSE_DB_URL")
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:
-        with psycopg.connect(self.db_url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        from totesys_platform.warehouse.io_manager import connect_warehouse
+
+        # A connection failure names the URL without its password (WarehouseConnectionError).
+        with connect_warehouse(self.connection_url(), CONNECT_TIMEOUT_S) as conn:
             yield conn
 
 

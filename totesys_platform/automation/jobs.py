@@ -71,7 +71,7 @@ def totesys_new_data_sensor(context: dg.SensorEvaluationContext, totesys: Totesy
     active = context.instance.get_runs(filters=dg.RunsFilter(job_name=ETL_JOB_NAME, statuses=ACTIVE_STATUSES), limit=1)
     if active:
         return dg.SkipReason(f"Run {active[0].run_id} is active; changes will be picked up after it.")
-    counters = read_change_counters(totesys.db_url)
+    counters = read_change_counters(totesys.connection_url())
     changed = changed_tables(decode_cursor(context.cursor), counters)
     if not changed:
         return dg.SkipReason("No change in totesys since the last run.")
@@ -91,7 +91,7 @@ def totesys_new_data_sensor(context: dg.SensorEvaluationContext, totesys: Totesy
 
 @dg.op(description="Empty the warehouse and load every processed-zone batch again, in one transaction.")
 def rebuild_warehouse_op(context: dg.OpExecutionContext, lake: LakeResource, warehouse: WarehouseDatabase):
-    stats = rebuild_warehouse(warehouse.db_url, lake.processed(), log=context.log.info)
+    stats = rebuild_warehouse(warehouse.connection_url(), lake.processed(), log=context.log.info)
     return {table: s.inserted for table, s in stats.items()}
 
 

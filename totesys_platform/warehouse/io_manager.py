@@ -17,6 +17,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
+from totesys_platform.secrets import resolve_db_url
 from totesys_platform.settings import redact_url
 from totesys_platform.warehouse.loader import (
     LoadStats, WarehouseBatch, WarehouseLoadError, check_mode, load_table, read_table, target_table,
@@ -31,6 +32,25 @@ _ensure_lock = threading.Lock()
 
 class WarehouseConnectionError(RuntimeError):
     """The warehouse database cannot be reached; the message carries the URL without its password."""
+
+
+def connect_warehouse(url: str, connect_timeout_s: int = 10) -> psycopg.Connection:
+    """A connection to the warehouse at `url` (already resolved: see secrets.py); a failure is a
+    WarehouseConnectionError naming the URL without its password."""
+    try:
+        return psycopg.connect(url, connect_timeout=connect_timeout_s)
+    except psycopg.Error as err:
+        message = str(err)
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        if password:
+            message = message.replace(password, "***")
+        # `from None`: the original exception's text is not shown, in case libpq echoed the conninfo.
+        raise WarehouseConnectionError(
+            f"cannot connect to the warehouse at {redact_url(url)}: {message.strip()}. "
+            "Check WAREHOUSE_DB_URL and that the server is up") from None
 
 
 def column_schema(table: str) -> dg.TableSchema:
@@ -90,24 +110,12 @@ def _arrow_from_pandas(table: str, frame: pd.DataFrame) -> pa.Table:
 class WarehouseIOManager(dg.ConfigurableIOManager):
     """Stores assets as tables of the PostgreSQL warehouse (schema `public`, created and migrated on first use)."""
 
-    db_url: str
+    db_url: str  # a postgresql:// URL or aws-secretsmanager:<secret-id>
     connect_timeout_s: int = 10
 
     def _connect(self) -> psycopg.Connection:
-        try:
-            return psycopg.connect(self.db_url, connect_timeout=self.connect_timeout_s)
-        except psycopg.Error as err:
-            message = str(err)
-            try:
-                password = urlsplit(self.db_url).password
-            except ValueError:
-                password = None
-            if password:
-                message = message.replace(password, "***")
-            # `from None`: the original exception's text is not shown, in case libpq echoed the conninfo.
-            raise WarehouseConnectionError(
-                f"cannot connect to the warehouse at {redact_url(self.db_url)}: {message.strip()}. "
-                "Check WAREHOUSE_DB_URL and that the server is up") from None
+        # A Secrets Manager reference is resolved here, at connection time, never into config or metadata.
+        return connect_warehouse(resolve_db_url(self.db_url, setting="WAREHOUSE_DB_URL"), self.connect_timeout_s)
 
     def _ensure_schema(self, conn: psycopg.Connection) -> None:
         with _ensure_lock:

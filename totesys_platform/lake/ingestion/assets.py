@@ -62,7 +62,7 @@ def extract_totesys(
     started = time.monotonic()
     context.log.info(f"Extracting {len(tables)} tables from {totesys.safe_url}")
     results = extract_tables(
-        totesys.db_url, lake.ingestion(), tables,
+        totesys.connection_url(), lake.ingestion(), tables,
         lookback=timedelta(minutes=config.lookback_minutes), log=context.log.info,
     )
     total = sum(r.rows for r in results.values())
