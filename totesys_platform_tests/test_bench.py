@@ -1,0 +1,138 @@
+"""The benchmark suite runs end to end on the tiny profile and writes a complete report.
+
+No timing is asserted anywhere: wall times depend on the machine. What is asserted is that every
+approach ran every phase (or says why not), that the approaches built the same warehouse, and that
+the report carries the machine, the commands and every target of the issue.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.run import breakdown, parse_duration, step_group  # noqa: E402
+
+PHASES = ("initial", "incremental", "no-change")
+BUILT = ("floor", "pandas", "ours")  # the approaches that build the star schema
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory) -> tuple[str, dict, str, Path]:
+    folder = tmp_path_factory.mktemp("bench")
+    out, results_dir = folder / "BENCHMARKS.md", folder / "results"
+    # Its own results folder: a real benchmark may be writing bench/results at the same time.
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--profile", "tiny", "--dlt", "auto", "--output", str(out),
+         "--results-dir", str(results_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, f"bench/run.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    results = json.loads((results_dir / "results.json").read_text())
+    return out.read_text(), results, result.stdout, results_dir
+
+
+def _result_rows(report: str) -> dict[tuple[str, str], str]:
+    """(approach, phase) -> the rest of the row, from the Results table."""
+    rows = {}
+    for line in report.splitlines():
+        match = re.match(r"^\| 0\.05 \| (\w+) \| (initial|incremental|no-change) \| (.*)$", line)
+        if match:
+            rows[(match.group(1), match.group(2))] = match.group(3)
+    return rows
+
+
+def test_every_approach_and_phase_has_a_row(tiny_report):
+    report, results, _, _ = tiny_report
+    rows = _result_rows(report)
+    assert set(rows) == {(a, p) for a in ("floor", "dlt", "pandas", "ours") for p in PHASES}
+    for name in BUILT:
+        for phase in PHASES:
+            assert "FAILED" not in rows[(name, phase)] and "skipped" not in rows[(name, phase)], rows[(name, phase)]
+            assert re.match(r"1 \| [0-9.]+ \(", rows[(name, phase)]), rows[(name, phase)]
+    # dlt is measured when bench/.venv-dlt exists, and otherwise says why it is not.
+    dlt_rows = [rows[("dlt", p)] for p in PHASES]
+    assert all(r.startswith("1 |") for r in dlt_rows) or all("skipped: dlt is not installed" in r for r in dlt_rows)
+    ok = {(r["approach"], r["phase"]) for r in results["records"] if r["ok"]}
+    assert {(a, p) for a in BUILT for p in PHASES} <= ok
+
+
+def test_approaches_build_the_same_warehouse(tiny_report):
+    report, results, _, _ = tiny_report
+    assert "Agreement: floor, seeds and ours agree on every table but dim_date." in report
+    rows = results["scales"][0]["warehouse_rows"]
+    source = results["scales"][0]["source_rows"]
+    tick = results["scales"][0]["ticks"][0]
+    orders = tick["sales_orders"] + tick["purchase_orders"]
+    # Every fact version: the seeded rows, the tick's new orders, and each payment paid on the tick.
+    assert rows["ours"]["fact_sales_order"] == source["sales_order"] + tick["sales_orders"]
+    assert rows["ours"]["fact_payment"] == source["payment"] + orders + tick["payments_paid"]
+    assert rows["ours"]["dim_transaction"] == source["transaction"] + orders
+
+
+def test_report_names_machine_commands_targets_and_lake(tiny_report):
+    report, results, stdout, results_dir = tiny_report
+    for heading in ("## Targets (issue 7)", "## Machine", "## Results", "## Where our time goes",
+                    "## Lake files (ours)", "## Consistency check", "## How to run"):
+        assert heading in report
+    for target in ("within 1.5x of the in-database floor", "at least 2x faster than dlt", "under 10 s end to end",
+                   "No-change forced CLI run under 8 s", "under 1 GiB", "compressed Parquet"):
+        assert target in report
+    assert re.search(r"PostgreSQL \d+\.\d+", report) and "CPUs" in report and "GiB RAM" in report
+    assert "dagster asset materialize -m totesys_platform.definitions --select" in report
+    assert results["scales"][0]["lake"]["ingestion"]["files"] > 0
+    assert "UNCOMPRESSED" not in results["scales"][0]["lake"]["ingestion"]["codecs"]
+    assert (results_dir / "plot.png").stat().st_size > 0
+    assert len(list((results_dir / "logs").glob("ours-*.log"))) == 3
+    assert "scale 0.05: seeding" in stdout  # progress lines as it goes
+
+
+def test_report_keeps_hand_written_notes_between_runs(tmp_path):
+    from bench import run
+
+    out = tmp_path / "B.md"
+    out.write_text(f"old\n{run.NOTES_START}\nThe lead's analysis.\n{run.NOTES_END}\nold\n")
+    assert run._preserved_notes(out) == "The lead's analysis."
+    assert "No notes yet" in run._preserved_notes(tmp_path / "missing.md")
+
+
+def test_dagster_durations_and_step_groups_are_read_back():
+    assert parse_duration("0.83ms") == pytest.approx(0.00083)
+    assert parse_duration("533ms") == pytest.approx(0.533)
+    assert parse_duration("5.6s") == pytest.approx(5.6)
+    assert parse_duration("4m52s") == 292
+    assert parse_duration("1h4m") == 3840
+    with pytest.raises(ValueError, match="not a Dagster duration"):
+        parse_duration("soon")
+    stderr = ('... Finished execution of step "extract_totesys" in 2.5s.\n'
+              '... Finished execution of step "warehouse__fact_payment" in 1m2s.\n'
+              '... Finished execution of step "warehouse__fact_payment_references_resolve" in 500ms.\n')
+    result = breakdown(stderr, wall_s=70.0)
+    assert result["groups"]["extract (totesys -> ingestion zone)"] == 2.5
+    assert result["groups"]["warehouse loads"] == 62
+    assert result["groups"]["asset checks"] == 0.5
+    assert result["groups"]["outside steps (CLI start, definitions, run storage)"] == pytest.approx(5.0)
+    assert step_group("lake__processed__dim_date") == "processed zone (Arrow transforms)"
+    assert step_group("analytics__sales_report") == "sales report"
+
+
+def test_help_describes_the_options():
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for option in ("--scales", "--repeat", "--profile", "--output", "--profile-ours", "--freshness"):
+        assert option in result.stdout
+
+
+def test_bad_options_are_refused_with_a_clear_message():
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--repeat", "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--repeat and --repeat-large must be at least 1" in result.stderr
