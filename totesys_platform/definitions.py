@@ -6,8 +6,11 @@ The graph reads left to right: totesys (observable sources) -> lake/ingestion ->
 import dagster as dg
 
 from totesys_platform.analytics.assets import sales_report
+from totesys_platform.automation.alerts import ALERT_SENSORS, AlertsResource
 from totesys_platform.automation.checks import ALL_CHECKS
-from totesys_platform.automation.jobs import etl_schedule, rebuild_warehouse_job, totesys_etl, totesys_new_data_sensor
+from totesys_platform.automation.jobs import (
+    RUN_LOGGING, etl_schedule, rebuild_warehouse_job, totesys_etl, totesys_new_data_sensor,
+)
 from totesys_platform.lake.ingestion.assets import extract_totesys
 from totesys_platform.lake.processed.assets import PROCESSED_ASSETS
 from totesys_platform.resources import build_resources
@@ -19,7 +22,8 @@ defs = dg.Definitions(
     asset_checks=ALL_CHECKS,
     jobs=[totesys_etl, rebuild_warehouse_job],
     schedules=[etl_schedule],
-    sensors=[totesys_new_data_sensor],
-    resources=build_resources(),
+    sensors=[totesys_new_data_sensor, *ALERT_SENSORS],
+    resources={**build_resources(), "alerts": AlertsResource.from_env()},
+    loggers=RUN_LOGGING.loggers or None,
     executor=dg.in_process_executor,
 )

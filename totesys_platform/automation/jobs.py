@@ -8,6 +8,7 @@ import dagster as dg
 from totesys_platform.automation.change_detection import (
     changed_tables, decode_cursor, encode_cursor, read_change_counters,
 )
+from totesys_platform.automation.observability import configure_run_logging
 from totesys_platform.lake.ingestion.assets import ingestion_key
 from totesys_platform.lake.processed.assets import processed_key
 from totesys_platform.lake.processed.transforms import PROCESSED_SPECS
@@ -32,11 +33,15 @@ def _default_status():
     return dg.DefaultSensorStatus.RUNNING if automation_enabled() else dg.DefaultSensorStatus.STOPPED
 
 
+# Run logs also go to CloudWatch Logs when CLOUDWATCH_LOG_GROUP is set (a logger the job's config names).
+RUN_LOGGING = configure_run_logging()
+
 totesys_etl = dg.define_asset_job(
     ETL_JOB_NAME,
     selection=dg.AssetSelection.all(),
     description="The whole pipeline: totesys -> ingestion zone -> processed zone -> warehouse.",
     executor_def=dg.in_process_executor,
+    config=RUN_LOGGING.run_config or None,
 )
 
 etl_schedule = dg.ScheduleDefinition(
