@@ -503,16 +503,21 @@ def test_a_failed_blocking_check_fails_the_run_so_the_sensor_alerts_naming_the_c
     )
 
 
-def test_a_failed_non_blocking_check_does_not_fail_the_run():
-    @dg.asset(check_specs=[dg.AssetCheckSpec("soft", asset="soft_asset")])
+@pytest.mark.parametrize(
+    "blocking, severity",
+    [(False, dg.AssetCheckSeverity.ERROR), (True, dg.AssetCheckSeverity.WARN)],
+    ids=["non-blocking-error", "blocking-warn"],
+)
+def test_a_failed_check_that_does_not_block_leaves_the_run_successful(blocking, severity):
+    @dg.asset(check_specs=[dg.AssetCheckSpec("soft", asset="soft_asset", blocking=blocking)])
     def soft_asset():
         yield dg.Output(1)
-        yield dg.AssetCheckResult(check_name="soft", passed=False)
+        yield dg.AssetCheckResult(check_name="soft", passed=False, severity=severity)
 
     result = dg.materialize([soft_asset], instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     # Documented limit: no run failure, so no alert; the failed check shows in the UI only.
     assert result.success
-    assert [e.passed for e in result.get_asset_check_evaluations()] == [False]
+    assert [(e.passed, e.severity) for e in result.get_asset_check_evaluations()] == [(False, severity)]
 
 
 def test_sensor_with_no_channel_configured_sends_nothing_and_does_not_fail(smtp_server):

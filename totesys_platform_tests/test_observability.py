@@ -330,14 +330,15 @@ def test_cloudwatch_logger_ships_a_real_runs_logs_redacted(moto_endpoint, logs_c
     assert "tiny asset computed 42 rows" in console and URL_PASSWORD not in console
 
 
-def test_instance_wide_handler_ships_a_materialize_run(moto_endpoint, logs_client, log_group):
+def test_instance_wide_handler_ships_a_materialize_run(moto_endpoint, logs_client, log_group, monkeypatch):
+    # The dagster.yaml block of docs/alerts-and-logging.md: destination read from the environment.
+    monkeypatch.setenv("CLOUDWATCH_LOG_GROUP", log_group)
+    monkeypatch.setenv("CLOUDWATCH_LOG_STREAM", "instance-wide")
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     handler_config = {
         "class": "totesys_platform.automation.observability.CloudWatchLogHandler",
         "level": "INFO",
-        "log_group": log_group,
-        "log_stream": "instance-wide",
-        "region": REGION,
-        "endpoint_url": moto_endpoint,
         "flush_interval": 0.2,
     }
     overrides = {"python_logs": {"dagster_handler_config": {"handlers": {"cloudwatch": handler_config}}}}
