@@ -1,0 +1,141 @@
+"""`make run` end to end: `totesys-platform run` starts the stack, the simulator and Dagster, and a
+SIGINT stops all of it, leaving no process behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from totesys_platform.local.postgres import free_port
+from totesys_platform.local.stack import LocalStack
+from totesys_platform.source.simulator import PURCHASE_ORDERS_AT_SCALE_1, SALES_ORDERS_AT_SCALE_1
+
+UI_DEADLINE_SECONDS = 300  # dagster dev answers in ~10 s when idle; CI machines can be far busier
+STOP_DEADLINE_SECONDS = 25
+
+
+def _processes_mentioning(marker: str) -> dict[int, str]:
+    """Live processes whose command line or environment contains `marker` (zombies are dead: skipped)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (entry / "environ").read_bytes().decode(errors="replace")
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        if marker in cmdline or marker in environ:
+            found[int(entry.name)] = cmdline.strip()[:160]
+    return found
+
+
+def _ui_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _orders(url: str) -> int:
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        return conn.execute("SELECT (SELECT count(*) FROM sales_order) + (SELECT count(*) FROM purchase_order)").fetchone()[0]
+
+
+@pytest.fixture
+def run_env():
+    """A private local folder (outside pytest's tmp tree, see conftest) and free ports."""
+    folder = Path(tempfile.mkdtemp(prefix="totesys-make-run-"))
+    env = {**os.environ, "TOTESYS_LOCAL_DIR": str(folder / "local"), "TOTESYS_LOCAL_PG_PORT": str(free_port())}
+    env.pop("DAGSTER_HOME", None)
+    yield env
+    # Belt and braces if the test failed half-way: nothing of this run may survive the test.
+    for pid in _processes_mentioning(str(folder)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    LocalStack.from_env(env).postgres.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_make_run_serves_the_ui_runs_the_simulator_and_stops_cleanly_on_sigint(run_env):
+    local_dir = run_env["TOTESYS_LOCAL_DIR"]
+    ui_port = free_port()
+    output = Path(local_dir).parent / "run.out"
+    with open(output, "wb") as out:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "totesys_platform.cli", "run", "--port", str(ui_port), "--seed-scale", "0.01",
+             "--orders-per-minute", "600"],
+            env=run_env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # like a terminal's foreground job: signals reach it only when we send them
+        )
+    log = lambda: output.read_text(errors="replace")  # noqa: E731
+    try:
+        deadline = time.monotonic() + UI_DEADLINE_SECONDS
+        while not _ui_answers(f"http://127.0.0.1:{ui_port}/server_info"):
+            assert launcher.poll() is None, f"`run` exited early with {launcher.returncode}:\n{log()}"
+            assert time.monotonic() < deadline, f"no UI after {UI_DEADLINE_SECONDS} s:\n{log()}"
+            time.sleep(1)
+        deadline = time.monotonic() + 30
+        while f"Dagster UI: http://127.0.0.1:{ui_port}" not in log():
+            assert time.monotonic() < deadline, log()
+            time.sleep(0.5)
+
+        # The live simulator writes into the seeded totesys database.
+        totesys = LocalStack.from_env(run_env).url("totesys")
+        seeded = round(SALES_ORDERS_AT_SCALE_1 * 0.01) + round(PURCHASE_ORDERS_AT_SCALE_1 * 0.01)
+        deadline = time.monotonic() + 60
+        while _orders(totesys) <= seeded:
+            assert time.monotonic() < deadline, f"the simulator wrote nothing:\n{log()}"
+            time.sleep(1)
+
+        started = _processes_mentioning(local_dir)
+        names = " | ".join(started.values())
+        assert "postgres -D" in names and "dagster" in names and "simulate" in names, started
+
+        launcher.send_signal(signal.SIGINT)  # what Ctrl-C does
+        stop_started = time.monotonic()
+        try:
+            code = launcher.wait(timeout=STOP_DEADLINE_SECONDS)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`run` did not stop within {STOP_DEADLINE_SECONDS} s of SIGINT:\n{log()}")
+        print(f"stopped in {time.monotonic() - stop_started:.1f} s")
+        assert code == 0, log()
+        text = log()
+        for line in ("SIGINT received: stopping", "simulator stopped", "dagster dev stopped", "stopped (data kept"):
+            assert line in text, text
+        assert _processes_mentioning(local_dir) == {}
+        assert not LocalStack.from_env(run_env).postgres.is_running()
+        assert not _ui_answers(f"http://127.0.0.1:{ui_port}/server_info")
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+
+
+def test_run_refuses_a_port_in_use_before_starting_anything(run_env):
+    import socket
+
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "totesys_platform.cli", "run", "--port", str(port)],
+                                env=run_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr and "--port" in result.stderr
+    assert not Path(run_env["TOTESYS_LOCAL_DIR"]).exists()  # nothing was started or created
