@@ -17,10 +17,8 @@ Plain Python, no Dagster. docs/extraction.md explains the design; in short:
 
 from __future__ import annotations
 
-import io
 import itertools
 import re
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Iterator, Sequence
@@ -37,8 +35,8 @@ from totesys_platform.source import contract
 
 SOURCE_SCHEMA = "public"
 PREVIEW_ROWS = 5
-# Bytes per block handed from the COPY stream to the CSV parser; bounds the parser's memory.
-CSV_BLOCK_BYTES = 4 * 1024 * 1024
+# Bytes of COPY output parsed at a time; with one batch of rows, this bounds the extraction's memory.
+CSV_BLOCK_BYTES = 1024 * 1024
 STATE_FORMAT = 1
 _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
@@ -199,7 +197,7 @@ class _Deduplicator:
         self.new: set[tuple[int, int]] = set()
         self.rows = 0
         self.duplicates = 0
-        self._prune_at = 100_000
+        self._prune_at = 10_000
 
     def filter(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         keys = list(zip(batch.column(self.pk_index).to_pylist(), batch.column(self.lu_index).cast(pa.int64()).to_pylist()))
@@ -218,7 +216,7 @@ class _Deduplicator:
                 # The final watermark is >= max_ms, so versions below max_ms - lookback will be forgotten anyway.
                 floor = self.max_ms - self.lookback_ms
                 self.new = {k for k in self.new if k[1] >= floor}
-                self._prune_at = max(100_000, 2 * len(self.new))
+                self._prune_at = max(10_000, 2 * len(self.new))
         self.rows += batch.num_rows
         return batch
 
@@ -234,61 +232,9 @@ class _Deduplicator:
 # COPY -> CSV -> Arrow
 
 
-class _CopyReader(io.RawIOBase):
-    """A read-only file over a ``COPY ... TO STDOUT`` stream.
-
-    pyarrow's streaming CSV reader pulls from it on an IO thread, while the COPY must be ended on the
-    calling thread: reads take a lock, and ``stop()`` waits for an in-flight read and turns later reads
-    into end-of-file, so the connection is never used by two threads at once.
-    """
-
-    def __init__(self, copy: psycopg.Copy):
-        self._copy = copy
-        self._lock = threading.Lock()
-        self._pending = memoryview(b"")
-        self._stopped = False
-        self.error: BaseException | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        with self._lock:
-            if self._stopped:
-                return 0
-            size = len(buf)
-            filled = 0
-            while filled < size:
-                if not self._pending:
-                    try:
-                        data = self._copy.read()
-                    except BaseException as err:
-                        self.error = err
-                        raise
-                    if not data:
-                        break
-                    self._pending = memoryview(bytes(data))
-                take = min(size - filled, len(self._pending))
-                buf[filled:filled + take] = self._pending[:take]
-                self._pending = self._pending[take:]
-                filled += take
-            return filled
-
-    def is_empty(self) -> bool:
-        """True if the COPY produced no rows (pyarrow refuses an empty CSV stream). Reads ahead one row."""
-        with self._lock:
-            if not self._pending:
-                self._pending = memoryview(bytes(self._copy.read()))
-            return not self._pending
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-
-
 def _csv_options(table: contract.SourceTable):
     schema = table.arrow_schema
-    read = pacsv.ReadOptions(column_names=schema.names, block_size=CSV_BLOCK_BYTES, use_threads=False)
+    read = pacsv.ReadOptions(column_names=schema.names, use_threads=False)
     # PostgreSQL CSV: quoted values may span lines; NULL is an unquoted empty field, '' is a quoted one.
     parse = pacsv.ParseOptions(newlines_in_values=True)
     convert = pacsv.ConvertOptions(
@@ -331,31 +277,37 @@ def _conform(table: contract.SourceTable, batch: pa.RecordBatch) -> pa.RecordBat
     return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
 
+def _csv_blocks(copy: psycopg.Copy, block_bytes: int) -> Iterator[bytearray]:
+    """The COPY output in blocks of about `block_bytes` that end on a row boundary.
+
+    COPY TO sends one CopyData message per row and ``Copy.read()`` returns one message, so joining
+    whole reads never splits a row (even one with a newline inside a quoted value).
+    """
+    block = bytearray()
+    while row := copy.read():
+        block += row
+        if len(block) >= block_bytes:
+            yield block
+            block = bytearray()
+    if block:
+        yield block
+
+
 def _csv_batches(copy: psycopg.Copy, table: contract.SourceTable) -> Iterator[pa.RecordBatch]:
-    """The COPY stream as Arrow batches with the contract's exact types (memory: a few CSV blocks)."""
-    source = _CopyReader(copy)
+    """The COPY stream as Arrow batches with the contract's exact types.
+
+    Each row-aligned block is parsed by pyarrow.csv on this thread: no read-ahead thread touches the
+    connection, and memory is one block plus its parsed batch, whatever the table's size.
+    """
     read, parse, convert = _csv_options(table)
-    try:
-        if source.is_empty():
-            return
+    for block in _csv_blocks(copy, CSV_BLOCK_BYTES):
         try:
-            reader = pacsv.open_csv(source, read_options=read, parse_options=parse, convert_options=convert)
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    return
-                yield _conform(table, batch)
+            parsed = pacsv.read_csv(pa.py_buffer(block), read_options=read, parse_options=parse, convert_options=convert)
         except pa.ArrowException as err:
-            if source.error is not None:
-                raise source.error from None
             raise _conversion_error(table, err) from None
-        except Exception:
-            if source.error is not None:
-                raise source.error from None
-            raise
-    finally:
-        source.stop()
+        del block
+        for batch in parsed.to_batches():
+            yield _conform(table, batch)
 
 
 def _rebatch(batches: Iterable[pa.RecordBatch], rows: int, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
@@ -462,22 +414,18 @@ def _extract_table(
     params = (_from_ms(read_from),) if read_from is not None else None
     try:
         with conn.cursor() as cur, cur.copy(query, params) as copy:
-            batches = _csv_batches(copy, table)
-            try:
-                new = _rebatch((dedup.filter(b) for b in batches), batch_rows, table.arrow_schema)
-                first = next(new, None)
-                if first is not None:
-                    preview = pa.Table.from_batches([first.slice(0, PREVIEW_ROWS)])
-                    try:
-                        written = store.write_parquet(key, itertools.chain([first], new), table.arrow_schema)
-                    except AlreadyExistsError:
-                        raise LakeError(
-                            f"{table.name}: data file {store.uri(key)} already exists: another extraction with the "
-                            "same batch time wrote it (or failed after writing it). Nothing was committed for "
-                            f"{table.name}; rerun with a new batch time."
-                        ) from None
-            finally:
-                batches.close()  # stop the CSV reader's thread before the COPY is ended on this one
+            new = _rebatch((dedup.filter(b) for b in _csv_batches(copy, table)), batch_rows, table.arrow_schema)
+            first = next(new, None)
+            if first is not None:
+                preview = pa.Table.from_batches([first.slice(0, PREVIEW_ROWS)])
+                try:
+                    written = store.write_parquet(key, itertools.chain([first], new), table.arrow_schema)
+                except AlreadyExistsError:
+                    raise LakeError(
+                        f"{table.name}: data file {store.uri(key)} already exists: another extraction with the "
+                        "same batch time wrote it (or failed after writing it). Nothing was committed for "
+                        f"{table.name}; rerun with a new batch time."
+                    ) from None
     except psycopg.Error as err:
         raise SourceError(
             f"reading {table.name} from {redact_url(source_url)} failed: {_driver_message(err, source_url)}; "
