@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import tracemalloc
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -426,16 +427,16 @@ def test_a_value_that_does_not_convert_names_the_column_and_commits_nothing_for_
     assert TableLog(local_lake, "design").latest().seq == 1  # tables before it are committed and consistent
 
 
-def test_a_statement_timeout_while_streaming_is_a_source_error_naming_the_table(totesys_url, local_lake):
+def test_a_statement_timeout_is_a_source_error_naming_the_table(totesys_url, local_lake):
     with psycopg.connect(totesys_url) as conn:
-        conn.execute(
-            "INSERT INTO design (design_name, file_location, file_name, created_at, last_updated) "
-            "SELECT 'design ' || g, '/usr/share', repeat(md5(g::text), 4), %s, %s + g * interval '1 ms' "
-            "FROM generate_series(1, 300000) g", (T0, T0))
-    started = time.monotonic()
-    with pytest.raises(SourceError, match=r"reading design from .* failed: .*statement timeout.*nothing was committed for design"):
-        _run(totesys_url, local_lake, ["design"], batch_ts=BATCH, statement_timeout=timedelta(milliseconds=300))
-    assert time.monotonic() - started < 10
+        _insert(conn, "design", {"design_name": "Wooden", "file_location": "/usr", "file_name": "w.json",
+                                 "created_at": T0, "last_updated": T0})
+    with psycopg.connect(totesys_url) as blocker:  # e.g. a migration holding the table: the COPY waits
+        blocker.execute("LOCK TABLE design IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(SourceError, match=r"reading design from .* failed: .*statement timeout.*nothing was committed for design"):
+            _run(totesys_url, local_lake, ["design"], batch_ts=BATCH, statement_timeout=timedelta(milliseconds=500))
+        assert time.monotonic() - started < 10
     assert TableLog(local_lake, "design").latest() is None and lake_keys(local_lake) == []
 
 
@@ -479,32 +480,53 @@ def test_the_password_never_reaches_logs_results_or_manifests(totesys_url, local
 class _MemoryWatchingStore(LocalLakeStore):
     """A real local store that samples Arrow's allocated memory each time a batch reaches the writer."""
 
-    peak = 0
+    arrow_peak = 0
 
     def write_parquet(self, key, batches, schema):
         def watched():
             for batch in batches:
-                self.peak = max(self.peak, pa.total_allocated_bytes())
+                self.arrow_peak = max(self.arrow_peak, pa.total_allocated_bytes())
                 yield batch
 
         return super().write_parquet(key, watched(), schema)
 
 
-def test_rows_are_streamed_in_batches_with_bounded_memory(totesys_url, tmp_path):
-    rows, text = 40_000, 1000  # ~40 MB of CSV
-    with psycopg.connect(totesys_url) as conn:
+def _add_wide_designs(url: str, first: int, last: int) -> None:
+    """~1 KB rows, one a minute: the versions inside the look-back window stay few, as in real data."""
+    with psycopg.connect(url) as conn:
         conn.execute(
             "INSERT INTO design (design_name, file_location, file_name, created_at, last_updated) "
-            "SELECT 'design ' || g, repeat(md5(g::text), %s), 'f.json', %s, %s + g * interval '1 ms' "
-            "FROM generate_series(1, %s) g", (text // 32, T0, T0, rows))
-    store = _MemoryWatchingStore(tmp_path / "lake")
-    baseline = pa.total_allocated_bytes()
-    result = _run(totesys_url, store, ["design"], batch_ts=BATCH, batch_rows=3000)["design"]
-    assert result.rows == rows
-    meta = pq.ParquetFile(str(tmp_path / "lake" / result.entry.file)).metadata
+            "SELECT 'design ' || g, repeat(md5(g::text), 31), 'f.json', %s, %s + g * interval '1 minute' "
+            "FROM generate_series(%s::integer, %s::integer) g", (T0, T0, first, last))
+
+
+def _stream_peaks(url: str, root) -> tuple[int, int, int]:
+    """(rows, Python peak, Arrow peak) of a first extraction of design into a new store."""
+    store = _MemoryWatchingStore(root)
+    arrow_baseline = pa.total_allocated_bytes()
+    tracemalloc.start()
+    try:
+        result = _run(url, store, ["design"], batch_ts=BATCH, batch_rows=3000)["design"]
+        python_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return result.rows, python_peak, store.arrow_peak - arrow_baseline
+
+
+def test_rows_are_streamed_in_batches_with_memory_independent_of_table_size(totesys_url, tmp_path):
+    _add_wide_designs(totesys_url, 1, 100)
+    _run(totesys_url, LocalLakeStore(tmp_path / "warm-up"), ["design"])  # one-off imports are not the stream's memory
+    _add_wide_designs(totesys_url, 101, 10_000)
+    small = _stream_peaks(totesys_url, tmp_path / "small")  # ~10 MB of CSV
+    _add_wide_designs(totesys_url, 10_001, 40_000)
+    big = _stream_peaks(totesys_url, tmp_path / "big")  # ~40 MB of CSV
+    assert (small[0], big[0]) == (10_000, 40_000)
+    mib = 1024 * 1024
+    assert big[1] < small[1] + 2 * mib, (small, big)  # Python: the COPY block being filled
+    assert big[2] < small[2] + 2 * mib, (small, big)  # Arrow: one parsed block and one batch
+    assert big[1] + big[2] < 32 * mib, big
+    meta = pq.ParquetFile(str(tmp_path / "big" / TableLog(LocalLakeStore(tmp_path / "big"), "design").latest().file)).metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [3000] * 13 + [1000]
-    assert store.peak - baseline < 24 * 1024 * 1024  # far below the 40 MB table
-    assert archived(store, "design").column("design_id").to_pylist() == list(range(1, rows + 1))
 
 
 def test_the_manifest_state_is_small_and_readable(totesys_url, local_lake):
@@ -519,3 +541,38 @@ def test_the_manifest_state_is_small_and_readable(totesys_url, local_lake):
     assert len(state["versions"]) == 16  # only the last 15 minutes (inclusive) are remembered
     assert state["versions"][0] == [35, "2024-11-04T10:04:10.000"]
     assert result.entry.state == state
+
+
+class _KillSourceMidStream(LocalLakeStore):
+    """A real local store that, when the first batch reaches the writer, has the source terminate the
+    extraction's connection (as a DBA or a failover would) while its COPY is still streaming."""
+
+    def __init__(self, root, source_url):
+        super().__init__(root)
+        self.source_url = source_url
+
+    def write_parquet(self, key, batches, schema):
+        def killing():
+            for i, batch in enumerate(batches):
+                if i == 0:
+                    with psycopg.connect(self.source_url, autocommit=True) as admin:
+                        killed = admin.execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = 'totesys_platform extract'").fetchall()
+                    assert killed == [(True,)]
+                yield batch
+
+        return super().write_parquet(key, killing(), schema)
+
+
+def test_losing_the_source_connection_mid_stream_is_a_source_error_and_commits_nothing(totesys_url, tmp_path):
+    with psycopg.connect(totesys_url) as conn:
+        conn.execute(
+            "INSERT INTO design (design_name, file_location, file_name, created_at, last_updated) "
+            "SELECT 'design ' || g, repeat(md5(g::text), 20), 'f.json', %s, %s + g * interval '1 ms' "
+            "FROM generate_series(1, 40000) g", (T0, T0))  # ~28 MB: far more than the socket buffers
+    store = _KillSourceMidStream(tmp_path / "lake", totesys_url)
+    with pytest.raises(SourceError, match=r"reading design from .* failed: .*terminat.*nothing was committed for design"):
+        _run(totesys_url, store, ["design"], batch_ts=BATCH, batch_rows=1000)
+    assert TableLog(store, "design").latest() is None and lake_keys(store) == []
+    assert [p.name for p in (tmp_path / "lake" / "design" / "2026" / "01" / "01").iterdir()] == []  # no temp file left
