@@ -234,7 +234,7 @@ class _Deduplicator:
 
 def _csv_options(table: contract.SourceTable):
     schema = table.arrow_schema
-    read = pacsv.ReadOptions(column_names=schema.names, use_threads=False)
+    read = pacsv.ReadOptions(column_names=schema.names, use_threads=False, block_size=2 * CSV_BLOCK_BYTES)
     # PostgreSQL CSV: quoted values may span lines; NULL is an unquoted empty field, '' is a quoted one.
     parse = pacsv.ParseOptions(newlines_in_values=True)
     convert = pacsv.ConvertOptions(
@@ -301,6 +301,9 @@ def _csv_batches(copy: psycopg.Copy, table: contract.SourceTable) -> Iterator[pa
     """
     read, parse, convert = _csv_options(table)
     for block in _csv_blocks(copy, CSV_BLOCK_BYTES):
+        if len(block) >= read.block_size:
+            # One row larger than the parser's block would "straddle" two of them: parse the block whole.
+            read = pacsv.ReadOptions(column_names=read.column_names, use_threads=False, block_size=len(block) + 1)
         try:
             parsed = pacsv.read_csv(pa.py_buffer(block), read_options=read, parse_options=parse, convert_options=convert)
         except pa.ArrowException as err:
