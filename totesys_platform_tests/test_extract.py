@@ -241,6 +241,16 @@ def test_rows_tying_with_the_watermark_are_archived_once(totesys_url, local_lake
     assert sorted(archived_versions(local_lake, "currency")) == [(a, T0), (b, T0), (c, T0)]
 
 
+def test_a_row_larger_than_a_parse_block_comes_through_whole(totesys_url, local_lake):
+    huge = "line one\n" + "x" * (3 * 1024 * 1024) + '\n"quoted", O\'Keefe'  # bigger than the 1 MiB CSV block
+    with psycopg.connect(totesys_url) as conn:
+        for name in ("small", huge, ""):
+            _insert(conn, "design", {"design_name": "d", "file_location": name, "file_name": "f.json",
+                                     "created_at": T0, "last_updated": T0})
+    assert _run(totesys_url, local_lake, ["design"], batch_ts=BATCH)["design"].rows == 3
+    assert archived(local_lake, "design").column("file_location").to_pylist() == ["small", huge, ""]
+
+
 # --------------------------------------------------------------------------------------------------
 # Late commits: a transaction that commits after a run with an earlier last_updated
 
@@ -522,9 +532,11 @@ def test_rows_are_streamed_in_batches_with_memory_independent_of_table_size(tote
     big = _stream_peaks(totesys_url, tmp_path / "big")  # ~40 MB of CSV
     assert (small[0], big[0]) == (10_000, 40_000)
     mib = 1024 * 1024
-    assert big[1] < small[1] + 2 * mib, (small, big)  # Python: the COPY block being filled
-    assert big[2] < small[2] + 2 * mib, (small, big)  # Arrow: one parsed block and one batch
-    assert big[1] + big[2] < 32 * mib, big
+    # 30 MB more rows, (almost) no more memory: holding the table would add ~30 MB. The Arrow figure is
+    # sampled as batches reach the writer, so it varies by a few MB with how blocks and batches align.
+    assert big[1] - small[1] < 6 * mib, (small, big)  # Python: the COPY block being filled
+    assert big[2] - small[2] < 6 * mib, (small, big)  # Arrow: about two parsed blocks and two batches
+    assert big[1] + big[2] < 24 * mib, big
     meta = pq.ParquetFile(str(tmp_path / "big" / TableLog(LocalLakeStore(tmp_path / "big"), "design").latest().file)).metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [3000] * 13 + [1000]
 
