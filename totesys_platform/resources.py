@@ -63,10 +63,12 @@ class LakeResource(dg.ConfigurableResource):
     aws_endpoint_url: str = ""
 
     def ingestion(self) -> LakeStore:
-        return LakeStore.from_url(self.ingestion_url, endpoint_url=self.aws_endpoint_url or None)
+        return LakeStore.from_url(
+            self.ingestion_url, endpoint_url=self.aws_endpoint_url or None, setting="LAKE_INGESTION_URL")
 
     def processed(self) -> LakeStore:
-        return LakeStore.from_url(self.processed_url, endpoint_url=self.aws_endpoint_url or None)
+        return LakeStore.from_url(
+            self.processed_url, endpoint_url=self.aws_endpoint_url or None, setting="LAKE_PROCESSED_URL")
 
 
 def _env_or(name: str, default: str) -> str | dg.EnvVar:
