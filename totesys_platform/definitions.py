@@ -9,7 +9,8 @@ from totesys_platform.analytics.assets import sales_report
 from totesys_platform.automation.alerts import ALERT_SENSORS, AlertsResource
 from totesys_platform.automation.checks import ALL_CHECKS
 from totesys_platform.automation.jobs import (
-    RUN_LOGGING, etl_schedule, rebuild_warehouse_job, totesys_etl, totesys_new_data_sensor,
+    RUN_LOGGING, etl_schedule, rebuild_warehouse_job, totesys_etl, totesys_new_data_sensor, validate_and_report,
+    validation_schedule,
 )
 from totesys_platform.lake.ingestion.assets import extract_totesys
 from totesys_platform.lake.processed.assets import PROCESSED_ASSETS
@@ -20,8 +21,8 @@ from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS
 defs = dg.Definitions(
     assets=[observe_totesys, extract_totesys, *PROCESSED_ASSETS, *WAREHOUSE_ASSETS, sales_report],
     asset_checks=ALL_CHECKS,
-    jobs=[totesys_etl, rebuild_warehouse_job],
-    schedules=[etl_schedule],
+    jobs=[totesys_etl, validate_and_report, rebuild_warehouse_job],
+    schedules=[etl_schedule, validation_schedule],
     sensors=[totesys_new_data_sensor, *ALERT_SENSORS],
     resources={**build_resources(), "alerts": AlertsResource.from_env()},
     loggers=RUN_LOGGING.loggers or None,

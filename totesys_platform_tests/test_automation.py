@@ -96,3 +96,20 @@ def test_definitions_load_with_the_graph_source_to_warehouse():
     assert parents == {dg.AssetKey(["lake", "ingestion", "counterparty"]), dg.AssetKey(["lake", "ingestion", "address"])}
     assert defs.resolve_job_def("totesys_etl") is not None
     assert defs.resolve_job_def("rebuild_warehouse") is not None
+
+
+def test_the_tick_job_leaves_whole_history_checks_and_the_report_to_the_hourly_job():
+    from totesys_platform.definitions import defs
+
+    def nodes(job: str) -> set[str]:
+        return {n.name for n in defs.resolve_job_def(job).graph.node_defs}
+
+    etl = nodes("totesys_etl")
+    assert "warehouse__fact_sales_order" in etl and "warehouse__fact_sales_order_references_resolve" in etl
+    assert "analytics__sales_report" not in etl
+    assert not any(n.endswith("fact_history_matches_lake") for n in etl)
+    hourly = nodes("validate_and_report")
+    assert {"analytics__sales_report", "warehouse__fact_payment_fact_history_matches_lake"} <= hourly
+    assert "extract_totesys" not in hourly
+    schedules = {s.name: s for s in defs.schedules}
+    assert schedules["validate_and_report_hourly"].cron_schedule == "5 * * * *"

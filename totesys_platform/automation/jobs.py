@@ -8,6 +8,9 @@ import dagster as dg
 from totesys_platform.automation.change_detection import (
     changed_tables, decode_cursor, encode_cursor, read_change_counters,
 )
+from totesys_platform.automation.checks import (
+    FACT_HISTORY_CHECKS, RECONCILIATION_CHECKS, REFERENTIAL_CHECKS, SCHEMA_CHECKS,
+)
 from totesys_platform.automation.observability import configure_run_logging
 from totesys_platform.lake.ingestion.assets import ingestion_key
 from totesys_platform.lake.processed.assets import processed_key
@@ -36,10 +39,28 @@ def _default_status():
 # Run logs also go to CloudWatch Logs when CLOUDWATCH_LOG_GROUP is set (a logger the job's config names).
 RUN_LOGGING = configure_run_logging()
 
+REPORT_KEY = dg.AssetKey(["analytics", "sales_report"])
+
+# The freshness-critical path: every lake and warehouse asset plus the blocking integrity checks.
+# The heavier validation (whole-history comparisons, schema drift) and the report run hourly instead,
+# so a tick's cost follows the change, not the history.
 totesys_etl = dg.define_asset_job(
     ETL_JOB_NAME,
-    selection=dg.AssetSelection.all(),
-    description="The whole pipeline: totesys -> ingestion zone -> processed zone -> warehouse.",
+    selection=(dg.AssetSelection.all().without_checks() - dg.AssetSelection.assets(REPORT_KEY))
+    | dg.AssetSelection.checks(*REFERENTIAL_CHECKS),
+    description=(
+        "The pipeline: totesys -> ingestion zone -> processed zone -> warehouse, with the blocking "
+        "referential-integrity checks."
+    ),
+    executor_def=dg.in_process_executor,
+    config=RUN_LOGGING.run_config or None,
+)
+
+validate_and_report = dg.define_asset_job(
+    "validate_and_report",
+    selection=dg.AssetSelection.assets(REPORT_KEY)
+    | dg.AssetSelection.checks(*FACT_HISTORY_CHECKS, *RECONCILIATION_CHECKS, *SCHEMA_CHECKS),
+    description="Whole-history checks of the warehouse against the lake, schema-drift checks, and the sales report.",
     executor_def=dg.in_process_executor,
     config=RUN_LOGGING.run_config or None,
 )
@@ -50,6 +71,14 @@ etl_schedule = dg.ScheduleDefinition(
     cron_schedule="*/20 * * * *",
     default_status=(dg.DefaultScheduleStatus.RUNNING if automation_enabled() else dg.DefaultScheduleStatus.STOPPED),
     description="Backstop: runs the whole pipeline every 20 minutes, whatever the sensor saw.",
+)
+
+validation_schedule = dg.ScheduleDefinition(
+    name="validate_and_report_hourly",
+    job=validate_and_report,
+    cron_schedule="5 * * * *",
+    default_status=(dg.DefaultScheduleStatus.RUNNING if automation_enabled() else dg.DefaultScheduleStatus.STOPPED),
+    description="Every hour: the fact-history, reconciliation and schema checks, and a fresh sales report.",
 )
 
 
