@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 from psycopg import sql
 
 from totesys_platform.lake.manifest import TableLog
@@ -14,6 +15,7 @@ from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.lake.quarantine import quarantined_seqs
 from totesys_platform.lake.store import LakeStore
 from totesys_platform.star_schema import TARGET_TABLES
+from totesys_platform.warehouse.loader import read_table
 
 FACT_SOURCES = {"fact_sales_order": "sales_order", "fact_purchase_order": "purchase_order", "fact_payment": "payment"}
 SAMPLE = 10
@@ -53,11 +55,16 @@ def lake_versions(ingestion: LakeStore, source_table: str) -> pa.Table:
 
 
 def warehouse_versions(conn: psycopg.Connection, fact: str) -> pa.Table:
-    natural = TARGET_TABLES[fact].natural_key
-    query = sql.SQL("SELECT {id}, (last_updated_date + last_updated_time)::timestamp(3) FROM {t}").format(
-        id=sql.Identifier(natural), t=sql.Identifier(fact))
-    rows = conn.execute(query).fetchall()
-    return _version_table(pa.array([r[0] for r in rows], pa.int64()), pa.array([r[1] for r in rows], pa.timestamp("ms")))
+    """Every (id, last_updated) version in a warehouse fact, read with COPY (no per-row Python)."""
+    target = TARGET_TABLES[fact]
+    data = read_table(conn, fact).select([target.natural_key, "last_updated_date", "last_updated_time"])
+    return _version_table(data[target.natural_key], _combine(data["last_updated_date"], data["last_updated_time"]))
+
+
+def _combine(dates: pa.ChunkedArray, times: pa.ChunkedArray) -> pa.Array:
+    """date32 + time32[ms] -> timestamp[ms]."""
+    day_ms = pc.multiply(pc.cast(pc.cast(dates, pa.int32()), pa.int64()), 86_400_000)
+    return pc.cast(pc.add(day_ms, pc.cast(pc.cast(times, pa.int32()), pa.int64())), pa.timestamp("ms"))
 
 
 def _keys(t: pa.Table, limit: int) -> list[tuple]:
@@ -81,22 +88,54 @@ def fact_history_report(conn: psycopg.Connection, ingestion: LakeStore, fact: st
     return report
 
 
+def _as_text(table: pa.Table) -> pa.Table:
+    """Every column as text, so rows compare (and join) by value whatever their types."""
+    return pa.table({name: pc.cast(table[name], pa.string()) for name in table.column_names})
+
+
+def latest_versions(data: pa.Table, natural_key: str) -> pa.Table:
+    """The latest version (by last_updated date, then time) of each natural id."""
+    if data.num_rows == 0:
+        return data
+    ordered = data.sort_by([(natural_key, "ascending"), ("last_updated_date", "ascending"),
+                            ("last_updated_time", "ascending")])
+    ids = ordered[natural_key].combine_chunks()
+    # The last row of each run of equal ids is that id's latest version.
+    is_last = pc.not_equal(ids[:-1], ids[1:]) if len(ids) > 1 else pa.array([], pa.bool_())
+    mask = pa.concat_arrays([is_last, pa.array([True])])
+    return ordered.filter(mask)
+
+
 def current_state_mismatches(conn: psycopg.Connection, processed: LakeStore, fact: str) -> tuple[int, list]:
     """Natural ids whose `<fact>_current` row differs from the latest processed version of that id."""
     target = TARGET_TABLES[fact]
     data, _ = read_processed(processed, fact)
-    if data.num_rows == 0:
-        expected: dict = {}
-    else:
-        ordered = data.sort_by([(target.natural_key, "ascending"), ("last_updated_date", "ascending"),
-                                ("last_updated_time", "ascending")])
-        expected = {row[target.natural_key]: row for row in ordered.to_pylist()}
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in target.column_names)
-    rows = conn.execute(sql.SQL("SELECT {} FROM {}").format(cols, sql.Identifier(f"{fact}_current")))
-    names = target.column_names
-    actual = {r[0]: dict(zip(names, r)) for r in rows}
-    bad = sorted(k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k))
+    expected = _as_text(latest_versions(data, target.natural_key).select(target.column_names))
+    actual = _as_text(read_current_view(conn, fact))
+    keys = target.column_names
+    only_expected = expected.join(actual, keys, join_type="left anti")
+    only_actual = actual.join(expected, keys, join_type="left anti")
+    bad = sorted({int(v) for v in only_expected[target.natural_key].to_pylist() + only_actual[target.natural_key].to_pylist()})
     return len(bad), bad[:SAMPLE]
+
+
+def read_current_view(conn: psycopg.Connection, fact: str) -> pa.Table:
+    """`<fact>_current` as Arrow with the fact's types (COPY, like read_table)."""
+    target = TARGET_TABLES[fact]
+    schema = target.arrow_schema
+    query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv)").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in schema.names), sql.Identifier(f"{fact}_current"))
+    with conn.transaction():
+        conn.execute("SELECT set_config('DateStyle', 'ISO, YMD', true)")
+        with conn.cursor().copy(query) as copier:
+            raw = b"".join(bytes(chunk) for chunk in copier)
+    if not raw:
+        return schema.empty_table()
+    return pa_csv.read_csv(
+        pa.py_buffer(raw),
+        read_options=pa_csv.ReadOptions(column_names=schema.names),
+        convert_options=pa_csv.ConvertOptions(column_types=schema, true_values=["t"], false_values=["f"]),
+    ).cast(schema)
 
 
 def dangling_references(conn: psycopg.Connection, fact: str) -> dict[str, int]:
