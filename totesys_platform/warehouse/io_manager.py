@@ -8,11 +8,12 @@ Inputs are read back as the whole table (pyarrow, or pandas when the input asks 
 
 from __future__ import annotations
 
+import sys
 import threading
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import dagster as dg
-import pandas as pd
 import psycopg
 import pyarrow as pa
 from psycopg import sql
@@ -23,6 +24,9 @@ from totesys_platform.warehouse.loader import (
     LoadStats, WarehouseBatch, WarehouseLoadError, check_mode, load_table, read_table, target_table,
 )
 from totesys_platform.warehouse.schema import TABLE_SCHEMA, ensure_schema, set_load_state
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MODE_METADATA_KEY = "warehouse/mode"
 
@@ -77,7 +81,9 @@ def _metadata_text(value: object) -> object:
 def _arrow_from(table: str, obj: object) -> pa.Table:
     if isinstance(obj, pa.Table):
         return obj
-    if isinstance(obj, pd.DataFrame):
+    # pandas is imported only by code that uses it (it costs ~1 s at every process start otherwise).
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(obj, pandas.DataFrame):
         return _arrow_from_pandas(table, obj)
     raise WarehouseLoadError(
         f"{table}: the warehouse IO manager stores a pyarrow.Table, a pandas.DataFrame or a WarehouseBatch, "
@@ -177,7 +183,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         with self._connect() as conn:
             self._ensure_schema(conn)
             data = read_table(conn, table)
-        if getattr(context.dagster_type, "typing_type", None) is pd.DataFrame:
+        pandas = sys.modules.get("pandas")
+        if pandas is not None and getattr(context.dagster_type, "typing_type", None) is pandas.DataFrame:
             # Arrow-backed columns keep NULLs as NULL, ints as ints and money as exact decimals.
-            return data.to_pandas(types_mapper=pd.ArrowDtype)
+            return data.to_pandas(types_mapper=pandas.ArrowDtype)
         return data
