@@ -63,12 +63,15 @@ def run_env():
     env.pop("DAGSTER_HOME", None)
     yield env
     # Belt and braces if the test failed half-way: nothing of this run may survive the test.
+    try:
+        LocalStack.from_env(env).postgres.stop()
+    except subprocess.CalledProcessError:
+        pass
     for pid in _processes_mentioning(str(folder)):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    LocalStack.from_env(env).postgres.stop()
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -139,3 +142,34 @@ def test_run_refuses_a_port_in_use_before_starting_anything(run_env):
     assert result.returncode == 1
     assert f"port {port} on 127.0.0.1 is in use" in result.stderr and "--port" in result.stderr
     assert not Path(run_env["TOTESYS_LOCAL_DIR"]).exists()  # nothing was started or created
+
+
+def test_runs_left_in_progress_by_a_killed_make_run_are_failed_before_dagster_starts(run_env, monkeypatch):
+    import dagster as dg
+    from dagster._core.storage.dagster_run import DagsterRunStatus
+
+    from totesys_platform.local.launcher import fail_runs_left_in_progress
+
+    stack = LocalStack.from_env(run_env)
+    stack.up(0.0, progress=lambda _line: None)
+    for name, value in stack.env().items():
+        monkeypatch.setenv(name, value)  # restored after the test (the function sets them for its process)
+
+    @dg.op
+    def noop():
+        pass
+
+    @dg.job
+    def probe():
+        noop()
+
+    with dg.DagsterInstance.from_config(str(stack.dagster_home)) as instance:
+        lost = instance.create_run_for_job(probe, status=DagsterRunStatus.STARTED)
+        finished = instance.create_run_for_job(probe, status=DagsterRunStatus.SUCCESS)
+        never_launched = instance.create_run_for_job(probe, status=DagsterRunStatus.NOT_STARTED)
+    assert fail_runs_left_in_progress(stack) == [lost.run_id]
+    with dg.DagsterInstance.from_config(str(stack.dagster_home)) as instance:
+        assert instance.get_run_by_id(lost.run_id).status == DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(finished.run_id).status == DagsterRunStatus.SUCCESS
+        assert instance.get_run_by_id(never_launched.run_id).status == DagsterRunStatus.NOT_STARTED
+    assert fail_runs_left_in_progress(stack) == []

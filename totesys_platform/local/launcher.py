@@ -122,6 +122,28 @@ def _ui_answers(url: str) -> bool:
         return False
 
 
+def fail_runs_left_in_progress(stack: LocalStack) -> list[str]:
+    """Mark as failed every run the stack's Dagster instance still shows as starting, started or canceling.
+
+    Called before `dagster dev` starts, when nothing can be running: such a run lost its worker
+    (`make run` was killed hard, the machine stopped). Left alone it would hold the one-run queue.
+    This also creates Dagster's tables in a new `dagster` database before the webserver and the
+    daemon start together. Returns the ids of the runs it failed.
+    """
+    import dagster as dg
+    from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+
+    # The instance config reads DAGSTER_PG_URL from the environment; this process is the stack's.
+    os.environ.update(stack.env())
+    stuck = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+    with dg.DagsterInstance.from_config(str(stack.dagster_home)) as instance:
+        runs = instance.get_runs(filters=RunsFilter(statuses=stuck))
+        for run in runs:
+            instance.report_run_failed(run, "The run's worker stopped with a previous `make run`; marked failed "
+                                            "at the next start so the run queue is free.")
+    return [run.run_id for run in runs]
+
+
 def run(
     *,
     port: int = 3000,
@@ -155,6 +177,8 @@ def run(
         except KeyboardInterrupt:
             progress("interrupted while starting: stopping the local stack")
             return 130
+        for run_id in fail_runs_left_in_progress(stack):
+            progress(f"run {run_id} was left in progress by a previous `make run`: marked failed")
         # From here a signal only asks for an orderly stop. Handlers are installed before any child
         # starts, so each child begins with default dispositions (a handled signal is reset on exec).
         for sig in previous:
