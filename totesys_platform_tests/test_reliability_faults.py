@@ -145,8 +145,8 @@ def step_failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
-            while error.cause is not None and error.cls_name in ("DagsterExecutionStepExecutionError",):
-                error = error.cause
+            while error.cause is not None and error.cls_name.startswith("DagsterExecution"):
+                error = error.cause  # the user code's own error, not Dagster's wrapper
             failures[event.step_key] = f"{error.cls_name}: {error.message}"
     return failures
 
