@@ -4,6 +4,7 @@
     totesys-platform seed [--scale 1] [--seed 42] [--end YYYY-MM-DD]
     totesys-platform simulate [--orders-per-minute 2] [--duration SECONDS] ...
     totesys-platform run [--port 3000] [--no-simulator] [--seed-scale 1]
+    totesys-platform lake quarantine --table T --id N --last-updated TS --reason TEXT
 
 Exit codes: 0 done, 1 failed (one or two lines say what went wrong and what to do), 2 bad usage,
 130 interrupted.
@@ -134,7 +135,48 @@ def build_parser() -> argparse.ArgumentParser:
                      help="history size if totesys is seeded now (default 1)")
     run.add_argument("--orders-per-minute", type=_non_negative, default=2.0,
                      help="the simulator's new orders per minute (default 2)")
+
+    lake = commands.add_parser(
+        "lake", help="operate on the data lake (LAKE_INGESTION_URL)",
+        description="Operations on the data lake named by LAKE_INGESTION_URL (and AWS_ENDPOINT_URL for S3).",
+    )
+    lake_commands = lake.add_subparsers(dest="lake_command", metavar="ACTION", required=True)
+    quarantine = lake_commands.add_parser(
+        "quarantine", help="quarantine one bad source-row version so processing skips it",
+        description="Quarantine version (id, last_updated) of a totesys table: processing drops exactly that "
+                    "version, the checks stop expecting it, and the archived batch stays untouched. Use it after "
+                    "correcting the row in totesys, with the values the processing error gives.",
+    )
+    quarantine.add_argument("--table", required=True, help="the totesys table, e.g. sales_order")
+    quarantine.add_argument("--id", required=True, type=int, help="the row's primary key")
+    quarantine.add_argument("--last-updated", required=True, type=_timestamp, metavar="TS",
+                            help="the bad version's last_updated, e.g. '2024-11-04 09:30:15.123'")
+    quarantine.add_argument("--reason", required=True, help="why (kept with the record)")
     return parser
+
+
+def _timestamp(text: str):
+    from datetime import datetime
+
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a timestamp like '2024-11-04 09:30:15.123': {text!r}") from None
+    if value.tzinfo is not None:
+        raise argparse.ArgumentTypeError("give last_updated without a time zone, as totesys stores it")
+    return value
+
+
+def _lake(args) -> int:
+    from totesys_platform.lake.quarantine import quarantine_version
+    from totesys_platform.lake.store import LakeStore
+
+    config = settings.Settings.from_env()
+    store = LakeStore.from_url(config.lake_ingestion_url, endpoint_url=config.aws_endpoint_url,
+                               setting="LAKE_INGESTION_URL")
+    record = quarantine_version(store, args.table, args.id, args.last_updated, args.reason)
+    say(f"quarantined {record.table} id {record.id} last_updated {record.last_updated} in {store.url}")
+    return 0
 
 
 def _stack(args) -> int:
@@ -186,10 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     from totesys_platform.local.stack import StackError
     from totesys_platform.source.simulator import SimulatorError
 
-    handler = {"stack": _stack, "seed": _seed, "simulate": _simulate, "run": _run}[args.command]
+    from totesys_platform.lake.store import LakeError
+
+    handler = {"stack": _stack, "seed": _seed, "simulate": _simulate, "run": _run, "lake": _lake}[args.command]
     try:
         return handler(args)
-    except (SimulatorError, StackError, LaunchError) as err:
+    except (SimulatorError, StackError, LaunchError, LakeError, ValueError) as err:
         print(f"totesys-platform: error: {err}", file=sys.stderr, flush=True)
         return 1
     except psycopg.Error as err:

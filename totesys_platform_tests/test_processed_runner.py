@@ -11,7 +11,7 @@ import pytest
 from totesys_platform.lake.manifest import TableLog, data_file_key
 from totesys_platform.lake.processed.runner import process_table, read_processed
 from totesys_platform.lake.processed.validation import BadInputError
-from totesys_platform.lake.quarantine import quarantine_batch, quarantined_seqs
+from totesys_platform.lake.quarantine import quarantine_version, quarantined_versions
 from totesys_platform.lake.store import LakeStore
 from totesys_platform.source.contract import SOURCE_TABLES
 from totesys_platform_tests.test_transforms_support import T0, row, source_table
@@ -83,30 +83,52 @@ def test_a_failure_before_the_manifest_commit_leaves_the_table_as_it_was(zones, 
     assert data["design_id"].to_pylist() == [1]
 
 
-def test_bad_input_names_the_batch_to_quarantine_and_quarantine_lets_the_table_continue(zones):
+def test_bad_input_names_the_version_to_quarantine_and_quarantine_drops_only_that_version(zones):
     ingestion, processed = zones
     archive(ingestion, "sales_order", [row("sales_order", 1)])
-    bad_seq = archive(ingestion, "sales_order", [row("sales_order", 2, agreed_payment_date="2024-13-45")])
+    # One batch holds a good order (3) beside the bad version of order 2.
+    archive(ingestion, "sales_order", [row("sales_order", 2, agreed_payment_date="2024-13-45"), row("sales_order", 3)])
     with pytest.raises(BadInputError) as err:
         process_table("fact_sales_order", ingestion, processed)
     message = str(err.value)
     assert "sales_order_id=2" in message and "agreed_payment_date" in message
-    assert f"--table sales_order --seq {bad_seq}" in message
+    assert "--table sales_order --id 2 --last-updated '2024-11-04 09:30:15.123'" in message
     assert TableLog(processed, "fact_sales_order").latest() is None  # nothing published
 
-    # The row is corrected in totesys (a new version arrives), the bad batch is quarantined.
+    # The row is corrected in totesys (a new version arrives), the bad version is quarantined.
     archive(ingestion, "sales_order", [row("sales_order", 2, T0 + dt.timedelta(minutes=5))])
-    quarantine_batch(ingestion, "sales_order", bad_seq, "agreed_payment_date '2024-13-45' corrected in totesys")
-    assert quarantined_seqs(ingestion, "sales_order") == {bad_seq}
+    quarantine_version(ingestion, "sales_order", 2, T0, "agreed_payment_date '2024-13-45' corrected in totesys")
+    assert quarantined_versions(ingestion, "sales_order").to_pylist() == [{"sales_order_id": 2, "last_updated": T0}]
     result = process_table("fact_sales_order", ingestion, processed)
-    assert result.rows == 2 and result.consumed == {"sales_order": 3}
-    # The bad batch itself is still in the lake, untouched.
-    assert TableLog(ingestion, "sales_order").entries()[bad_seq - 1].file
+    data, _ = read_processed(processed, "fact_sales_order")
+    assert result.rows == 3 and result.consumed == {"sales_order": 3}
+    assert sorted(data["sales_order_id"].to_pylist()) == [1, 2, 3]  # order 3, beside the bad row, is kept
+    assert data.filter(pa.compute.equal(data["sales_order_id"], 2))["last_updated_time"].to_pylist() == [
+        dt.time(9, 35, 15, 123000)]
+    # The archived batch itself is still in the lake, untouched.
+    assert TableLog(ingestion, "sales_order").read(TableLog(ingestion, "sales_order").entries()[1]).num_rows == 2
 
 
-def test_quarantine_refuses_an_unknown_table_or_batch(zones):
+def test_quarantine_refuses_an_unknown_table_a_missing_reason_or_an_aware_time(zones):
     ingestion, _ = zones
     with pytest.raises(ValueError, match="unknown totesys table"):
-        quarantine_batch(ingestion, "_prisma_migrations", 1, "x")
-    with pytest.raises(ValueError, match="no ingestion batch with seq 7"):
-        quarantine_batch(ingestion, "sales_order", 7, "x")
+        quarantine_version(ingestion, "_prisma_migrations", 1, T0, "x")
+    with pytest.raises(ValueError, match="reason"):
+        quarantine_version(ingestion, "sales_order", 1, T0, "  ")
+    with pytest.raises(ValueError, match="naive"):
+        quarantine_version(ingestion, "sales_order", 1, T0.replace(tzinfo=dt.timezone.utc), "x")
+
+
+def test_the_cli_quarantines_a_version_in_the_configured_lake(zones, tmp_path, monkeypatch, capsys):
+    from totesys_platform import cli
+
+    ingestion, _ = zones
+    archive(ingestion, "sales_order", [row("sales_order", 2)])
+    monkeypatch.setenv("LAKE_INGESTION_URL", ingestion.url)
+    code = cli.main(["lake", "quarantine", "--table", "sales_order", "--id", "2",
+                     "--last-updated", "2024-11-04 09:30:15.123", "--reason", "bad date, corrected"])
+    assert code == 0 and "quarantined sales_order id 2" in capsys.readouterr().out
+    assert quarantined_versions(ingestion, "sales_order").to_pylist() == [{"sales_order_id": 2, "last_updated": T0}]
+    assert cli.main(["lake", "quarantine", "--table", "nope", "--id", "1", "--last-updated", "2024-01-01",
+                     "--reason", "x"]) == 1
+    assert "unknown totesys table" in capsys.readouterr().err

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from totesys_platform.lake.manifest import TableLog
-from totesys_platform.lake.quarantine import quarantine_batch
+from totesys_platform.lake.quarantine import quarantine_version
 from totesys_platform.source import simulator
 from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.star_schema import FACTS, TARGET_TABLES
@@ -239,9 +239,6 @@ def test_a_dangling_reference_is_refused_at_the_warehouse_and_loads_once_the_row
 # Known gaps: what the promise needs and the platform does not do yet (strict: they fail once fixed)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "quarantine skips the WHOLE ingestion batch, so the good versions archived in the same batch as the bad "
-    "row never reach the warehouse (lake/quarantine.py + lake/processed/runner.py; see docs/reliability.md)"))
 def test_the_documented_bad_row_recovery_loses_no_other_change(stack):
     url = stack.totesys_url
     good_order = new_sales_order(url)
@@ -250,11 +247,13 @@ def test_the_documented_bad_row_recovery_loses_no_other_change(stack):
                  f"WHERE sales_order_id = {bad_order}")
     failures = step_failures(run_in_process(stack, raise_on_error=False))
     assert "lake__processed__fact_sales_order" in failures
-    # What the error says to do: correct the row in totesys, then quarantine the batch holding the bad one.
+    # What the error says to do: correct the row in totesys, then quarantine the bad version it names.
+    message = failures["lake__processed__fact_sales_order"]
+    assert f"--table sales_order --id {bad_order} --last-updated" in message
     execute(url, f"UPDATE sales_order SET agreed_payment_date = '2023-03-02', last_updated = '{LATER}'::timestamp "
                  f"+ interval '1 minute' WHERE sales_order_id = {bad_order}")
-    quarantine_batch(stack.ingestion(), "sales_order", TableLog(stack.ingestion(), "sales_order").latest_seq(),
-                     "agreed_payment_date 2023-02-30, corrected in totesys")
+    quarantine_version(stack.ingestion(), "sales_order", bad_order, LATER,
+                       "agreed_payment_date 2023-02-30, corrected in totesys")
     assert step_failures(run_in_process(stack, raise_on_error=False)) == {}
     with psycopg.connect(stack.warehouse_url) as conn:
         loaded = {row[0] for row in conn.execute("SELECT sales_order_id FROM fact_sales_order_current")}

@@ -12,7 +12,7 @@ from psycopg import sql
 
 from totesys_platform.lake.manifest import TableLog
 from totesys_platform.lake.processed.runner import read_processed
-from totesys_platform.lake.quarantine import quarantined_seqs
+from totesys_platform.lake.quarantine import drop_quarantined, quarantined_versions
 from totesys_platform.lake.store import LakeStore
 from totesys_platform.star_schema import TARGET_TABLES
 from totesys_platform.warehouse.loader import read_table
@@ -46,11 +46,10 @@ def lake_versions(ingestion: LakeStore, source_table: str) -> pa.Table:
     """Every (id, last_updated) archived for a source table, from the manifest-referenced files."""
     log = TableLog(ingestion, source_table)
     pk = f"{source_table}_id"
-    skipped = quarantined_seqs(ingestion, source_table)
-    parts = [log.read(e, columns=[pk, "last_updated"]) for e in log.entries() if e.file and e.seq not in skipped]
+    parts = [log.read(e, columns=[pk, "last_updated"]) for e in log.entries() if e.file]
     if not parts:
         return _version_table(pa.array([], pa.int64()), pa.array([], pa.timestamp("ms")))
-    t = pa.concat_tables(parts)
+    t = drop_quarantined(pa.concat_tables(parts), quarantined_versions(ingestion, source_table))
     return _version_table(t[pk], t["last_updated"])
 
 
@@ -164,8 +163,8 @@ def dimension_reconciliation(conn: psycopg.Connection, ingestion: LakeStore, dim
     """(distinct keys archived in the lake, rows in the warehouse dimension)."""
     source, pk = DIMENSION_SOURCES[dim]
     log = TableLog(ingestion, source)
-    skipped = quarantined_seqs(ingestion, source)
-    keys = [log.read(e, columns=[pk])[pk] for e in log.entries() if e.file and e.seq not in skipped]
-    lake_keys = len(pc.unique(pa.chunked_array(keys, pa.int32()))) if keys else 0
+    parts = [log.read(e, columns=[pk, "last_updated"]) for e in log.entries() if e.file]
+    kept = drop_quarantined(pa.concat_tables(parts), quarantined_versions(ingestion, source)) if parts else None
+    lake_keys = len(pc.unique(kept[pk])) if kept is not None else 0
     count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(dim))).fetchone()[0]
     return lake_keys, count

@@ -40,7 +40,7 @@ def _enum_validator(source: str, column: str, allowed: tuple[str, ...], enum_nam
             table, source, rows, column, contract.SOURCE_TABLES[source].primary_key, allowed,
             f"a {enum_name} value ({', '.join(allowed)})",
             f"If totesys added a {enum_name} value, add it to totesys_platform/source/contract.py first; "
-            "otherwise correct the row in totesys and quarantine the ingestion batch holding it",
+            "otherwise correct the row in totesys and quarantine the bad version (totesys-platform lake quarantine)",
         )
     return validate
 

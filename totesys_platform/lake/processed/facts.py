@@ -75,7 +75,7 @@ FACT_RECIPES: dict[str, FactRecipe] = {
 
 FIX_CONFLICT = (
     "totesys must move last_updated on every change: find out which row is right, correct the source, and "
-    "quarantine the ingestion batch holding the wrong one"
+    "quarantine the wrong version (totesys-platform lake quarantine)"
 )
 
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from totesys_platform.lake.manifest import ManifestEntry, TableLog, data_file_key
-from totesys_platform.lake.quarantine import quarantined_seqs
+from totesys_platform.lake.quarantine import drop_quarantined, quarantined_versions
 from totesys_platform.lake.processed.transforms import PROCESSED_SPECS, ProcessedSpec
 from totesys_platform.lake.processed.validation import BadInputError
 from totesys_platform.lake.store import LakeStore
@@ -41,13 +41,14 @@ class ProcessResult:
 def read_new_batches(ingestion: LakeStore, source_table: str, after_seq: int) -> tuple[list[tuple[int, pa.Table]], int]:
     """The ingestion batches of `source_table` committed after `after_seq` as (seq, rows), and the last seq read.
 
-    Quarantined batches are skipped (see lake/quarantine.py).
+    Quarantined versions are dropped (see lake/quarantine.py).
     """
     log = TableLog(ingestion, source_table)
     schema = SOURCE_TABLES[source_table].arrow_schema
     entries = log.entries(after_seq=after_seq)
-    skipped = quarantined_seqs(ingestion, source_table) if entries else set()
-    batches = [(e.seq, log.read(e).select(schema.names).cast(schema)) for e in entries if e.file and e.seq not in skipped]
+    quarantined = quarantined_versions(ingestion, source_table) if entries else None
+    batches = [(e.seq, drop_quarantined(log.read(e).select(schema.names).cast(schema), quarantined))
+               for e in entries if e.file]
     return batches, (entries[-1].seq if entries else after_seq)
 
 
@@ -58,24 +59,30 @@ def read_new_input(ingestion: LakeStore, source_table: str, after_seq: int) -> t
     return (pa.concat_tables([t for _, t in batches]) if batches else schema.empty_table()), last
 
 
-def _batches_holding(batches: list[tuple[int, pa.Table]], key: str | None) -> list[int]:
-    """Seqs of the batches holding the row named by a BadInputError key such as ``sales_order_id=42``."""
+def _versions_holding(batches: list[tuple[int, pa.Table]], key: str | None) -> list[tuple[str, str]]:
+    """(column, last_updated) of the rows named by a BadInputError key such as ``sales_order_id=42``."""
     if not key or "=" not in key:
         return []
     column, _, value = key.partition("=")
     if not value.isdigit():
         return []
-    return [seq for seq, t in batches if column in t.column_names and pc.any(pc.equal(t[column], int(value))).as_py()]
+    found = []
+    for _, t in batches:
+        if column in t.column_names:
+            rows = t.filter(pc.equal(t[column], int(value)))
+            found += [(value, ts.isoformat(sep=" ", timespec="milliseconds")) for ts in rows["last_updated"].to_pylist()]
+    return found
 
 
-def _with_batch_hint(err: BadInputError, batches: dict[str, list[tuple[int, pa.Table]]]) -> BadInputError:
+def _with_quarantine_hint(err: BadInputError, batches: dict[str, list[tuple[int, pa.Table]]]) -> BadInputError:
     source = err.source if err.source in batches else next(iter(batches), None)
-    seqs = _batches_holding(batches.get(source, []), err.key) if source else []
-    if not seqs:
+    versions = _versions_holding(batches.get(source, []), err.key) if source else []
+    if not versions:
         return err
+    id_, last_updated = versions[-1]
     hint = (
-        f"The bad row is in ingestion batch {source} seq {', '.join(map(str, seqs))}; after correcting it in "
-        f"totesys, run: totesys-platform lake quarantine --table {source} --seq {seqs[-1]} --reason '...'"
+        f"After correcting the row in totesys, quarantine the bad version: totesys-platform lake quarantine "
+        f"--table {source} --id {id_} --last-updated '{last_updated}' --reason '...'"
     )
     return BadInputError(err.table, err.key, err.column, err.reason, source=err.source,
                          action=f"{err.action}. {hint}" if err.action else hint)
@@ -119,7 +126,7 @@ def process_table(
     try:
         delta, new_state = spec.build(inputs, _read_state(processed, state_files))
     except BadInputError as err:
-        raise _with_batch_hint(err, batches) from None
+        raise _with_quarantine_hint(err, batches) from None
     expected = TARGET_TABLES[name].arrow_schema
     if not delta.schema.equals(expected):
         raise TypeError(f"{name}: the builder returned {delta.schema}, expected {expected}")

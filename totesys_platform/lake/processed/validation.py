@@ -49,8 +49,7 @@ class BadInputError(ValueError):
 
 # What to do, per kind of problem (the error message's last sentence).
 FIX_SOURCE_ROW = (
-    "Correct the row in totesys (moving last_updated re-ingests it) and quarantine the ingestion batch holding "
-    "the bad row"
+    "Correct the row in totesys (moving last_updated re-ingests it) and quarantine the bad version"
 )
 FIX_SCHEMA = (
     "The ingestion batch does not match totesys_platform/source/contract.py: fix the extraction, or change the "
