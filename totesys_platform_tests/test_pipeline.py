@@ -71,6 +71,12 @@ def test_first_run_fills_every_warehouse_table_and_every_check_passes(seeded_tot
     assert count(warehouse_url, "SELECT count(*) FROM dim_currency WHERE currency_name = 'Pound Sterling'") == 1
     for table in TARGET_TABLES:
         assert count(warehouse_url, f"SELECT count(*) FROM {table}") > 0, table
+    # The catalog's row counts: versions archived per lake table, fact rows per processed fact.
+    archived = {m.asset_key.path[-1]: m.metadata["dagster/row_count"].value
+                for m in result.asset_materializations_for_node("extract_totesys")}
+    assert archived["sales_order"] == count(seeded_totesys, "SELECT count(*) FROM sales_order")
+    (fact,) = result.asset_materializations_for_node("lake__processed__fact_payment")
+    assert fact.metadata["dagster/row_count"].value == count(seeded_totesys, "SELECT count(*) FROM payment")
 
 
 def test_rerun_adds_nothing_and_live_changes_add_exactly_the_new_versions(seeded_totesys, warehouse_url, lake_urls):

@@ -16,6 +16,7 @@ REPORT_TABLES = ("fact_sales_order", "fact_payment", "dim_currency", "dim_design
     deps=[warehouse_key(t) for t in REPORT_TABLES],
     group_name="analytics",
     kinds={"html", "matplotlib"},
+    owners=["team:data-engineering"],
     description=(
         "Sales by month and currency, top designs, top counterparties and payments outstanding, from the "
         "warehouse's current state: a chart and an HTML page in the lake (processed zone, `reports/`)."

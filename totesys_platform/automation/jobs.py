@@ -70,7 +70,7 @@ etl_schedule = dg.ScheduleDefinition(
     job=totesys_etl,
     cron_schedule="*/20 * * * *",
     default_status=(dg.DefaultScheduleStatus.RUNNING if automation_enabled() else dg.DefaultScheduleStatus.STOPPED),
-    description="Backstop: runs the whole pipeline every 20 minutes, whatever the sensor saw.",
+    description="Backstop: runs totesys_etl (every table, source to warehouse) every 20 minutes, whatever the sensor saw.",
 )
 
 validation_schedule = dg.ScheduleDefinition(

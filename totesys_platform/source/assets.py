@@ -27,6 +27,7 @@ SOURCE_SPECS = [
         group_name=GROUP,
         description=f"The `{table}` table of the operational totesys database (PostgreSQL, read-only).",
         kinds={"postgres"},
+        owners=["team:data-engineering"],
         metadata={"dagster/table_name": f"totesys.public.{table}", "dagster/column_schema": _column_schema(table)},
     )
     for table in TABLE_NAMES

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from totesys_platform.lake.manifest import TableLog
 from totesys_platform.lake.processed.assets import processed_key
 from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.resources import LakeResource, WarehouseDatabase
@@ -49,7 +50,18 @@ def _build_warehouse_asset(name: str) -> dg.AssetsDefinition:
             ensure_schema(conn)
             conn.commit()
             loaded_through = get_load_state(conn, name)
-        data, last_seq = read_processed(lake.processed(), name, after_seq=loaded_through)
+        processed = lake.processed()
+        head = TableLog(processed, name).latest_seq()
+        if head < loaded_through:
+            # The processed zone holds fewer batches than the warehouse has loaded: it was lost and rebuilt,
+            # or restored from an older copy. Reading "after loaded_through" would silently skip what it now
+            # holds; both merges are idempotent (versions already present are ignored, dimensions keep the
+            # last row), so everything is merged again instead.
+            context.log.warning(
+                f"{name}: the warehouse was loaded through processed batch {loaded_through} but the processed zone "
+                f"ends at batch {head} (rebuilt or restored); merging all {head} batches again")
+            loaded_through = 0
+        data, last_seq = read_processed(processed, name, after_seq=loaded_through)
         context.log.info(
             f"{name}: {data.num_rows} processed rows to merge ({mode}), processed batches "
             f"{loaded_through + 1}..{last_seq}" if last_seq > loaded_through else f"{name}: nothing new to load"

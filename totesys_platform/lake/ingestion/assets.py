@@ -27,7 +27,8 @@ INGESTION_SPECS = [
             f"Write-once archive of every version of every `{table}` row, as Parquet batches in the lake's "
             "ingestion zone. Exactly-once incremental extraction; the zone's manifest is the source of truth."
         ),
-        kinds={"parquet", "s3"},
+        kinds={"parquet"},
+        owners=["team:data-engineering"],
         metadata={"dagster/column_schema": column_schema(SOURCE_TABLES[table].arrow_schema)},
     )
     for table in TABLE_NAMES
@@ -41,6 +42,7 @@ class ExtractConfig(dg.Config):
 def _materialization(result: TableExtract) -> dg.MaterializeResult:
     metadata = {
         "rows_archived": result.rows,
+        "dagster/row_count": result.total_rows,
         "duplicates_skipped": result.duplicates_skipped,
         "file": dg.MetadataValue.path(result.file_uri) if result.file_uri else "(nothing new: no file written)",
         "watermark_from": str(result.watermark_from) if result.watermark_from else "(start)",

@@ -57,6 +57,7 @@ class TableExtract:
     watermark_to: datetime | None  # after this run (None: nothing ever read)
     duplicates_skipped: int  # versions read again in the look-back window that were already archived
     preview: pa.Table  # the first <= 5 archived rows
+    total_rows: int = 0  # versions archived for this table by all runs so far
 
 
 # --------------------------------------------------------------------------------------------------
@@ -439,7 +440,8 @@ def _extract_table(
     watermark_from = _from_ms(state.watermark) if state.watermark is not None else None
     if written is None:
         say(f"{table.name}: nothing new since {since} ({dedup.duplicates} versions already archived)")
-        return TableExtract(table.name, 0, None, None, watermark_from, watermark_from, dedup.duplicates, preview)
+        total = int(previous.state.get("total_rows", 0)) if previous else 0
+        return TableExtract(table.name, 0, None, None, watermark_from, watermark_from, dedup.duplicates, preview, total)
 
     next_state = dedup.next_state(read_from)
     state_json = next_state.to_json() | {
@@ -447,6 +449,7 @@ def _extract_table(
         "lookback_seconds": lookback.total_seconds(),
         "batch_ts": batch_ts.isoformat(timespec="microseconds"),
         "snapshot": snapshot,
+        "total_rows": (int(previous.state.get("total_rows", 0)) if previous else 0) + written.rows,
     }
     try:
         entry = log.commit(
@@ -472,6 +475,7 @@ def _extract_table(
         watermark_to=_from_ms(next_state.watermark),
         duplicates_skipped=dedup.duplicates,
         preview=preview,
+        total_rows=state_json["total_rows"],
     )
 
 

@@ -34,6 +34,7 @@ def _build_processed_asset(name: str) -> dg.AssetsDefinition:
         deps=[ingestion_key(s) for s in spec.inputs],
         group_name=GROUP,
         kinds={"parquet", "pyarrow"},
+        owners=["team:data-engineering"],
         description=(
             f"`{name}` ({target.kind} of the star schema) as Parquet batches in the processed zone, built "
             f"incrementally from {', '.join(f'`{s}`' for s in spec.inputs)}. "
@@ -50,6 +51,8 @@ def _build_processed_asset(name: str) -> dg.AssetsDefinition:
         )
         return dg.MaterializeResult(metadata={
             "rows_added": result.rows,
+            "rows_in_all_batches": result.total_rows,
+            **({"dagster/row_count": result.total_rows} if target.kind == "fact" else {}),
             "input_rows": sum(result.input_rows.values()),
             "consumed_ingestion_seq": dg.MetadataValue.json(result.consumed),
             "file": dg.MetadataValue.path(result.file_uri) if result.file_uri else "(no new rows: no file written)",

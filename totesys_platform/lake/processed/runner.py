@@ -32,6 +32,7 @@ class ProcessResult:
     file_uri: str | None
     consumed: dict[str, int]
     input_rows: dict[str, int] = field(default_factory=dict)
+    total_rows: int = 0  # rows in all the table's batches (a dimension's batches may repeat a key)
 
     @property
     def changed(self) -> bool:
@@ -110,6 +111,7 @@ def process_table(
     latest = log.latest()
     prev_state = latest.state if latest else {}
     consumed: dict[str, int] = dict(prev_state.get("consumed", {}))
+    total_rows = int(prev_state.get("total_rows", 0))
     state_files: dict[str, str] = dict(prev_state.get("state_files", {}))
 
     batches: dict[str, list[tuple[int, pa.Table]]] = {}
@@ -121,7 +123,7 @@ def process_table(
         inputs[source] = pa.concat_tables(parts) if parts else SOURCE_TABLES[source].arrow_schema.empty_table()
     input_rows = {k: v.num_rows for k, v in inputs.items()}
     if new_consumed == {s: consumed.get(s, 0) for s in spec.inputs}:
-        return ProcessResult(name, 0, None, None, new_consumed, input_rows)
+        return ProcessResult(name, 0, None, None, new_consumed, input_rows, total_rows)
 
     try:
         delta, new_state = spec.build(inputs, _read_state(processed, state_files))
@@ -151,10 +153,10 @@ def process_table(
     entry = log.commit(
         file=file_key,
         rows=delta.num_rows,
-        state={"consumed": new_consumed, "state_files": new_state_files},
+        state={"consumed": new_consumed, "state_files": new_state_files, "total_rows": total_rows + delta.num_rows},
         expected_prev_seq=latest.seq if latest else 0,
     )
-    return ProcessResult(name, delta.num_rows, entry, file_uri, new_consumed, input_rows)
+    return ProcessResult(name, delta.num_rows, entry, file_uri, new_consumed, input_rows, total_rows + delta.num_rows)
 
 
 def read_processed(processed: LakeStore, name: str, after_seq: int = 0) -> tuple[pa.Table, int]:
