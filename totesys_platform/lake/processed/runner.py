@@ -113,6 +113,11 @@ def process_table(
     consumed: dict[str, int] = dict(prev_state.get("consumed", {}))
     total_rows = int(prev_state.get("total_rows", 0))
     state_files: dict[str, str] = dict(prev_state.get("state_files", {}))
+    if any(seq > TableLog(ingestion, source).latest_seq() for source, seq in consumed.items() if source in spec.inputs):
+        # The ingestion zone holds fewer batches than this table consumed: it was lost and extracted again,
+        # or restored from an older copy. Reading "after consumed" would silently skip what it now holds, so
+        # the table is rebuilt from all of it (the warehouse merges ignore what they already have).
+        consumed, state_files = {}, {}
 
     batches: dict[str, list[tuple[int, pa.Table]]] = {}
     inputs: dict[str, pa.Table] = {}
