@@ -618,6 +618,20 @@ def test_a_lost_processed_zone_is_rebuilt_and_the_warehouse_merges_it_again_inst
     assert_consistent(stack)
 
 
+def test_a_lost_ingestion_zone_is_extracted_again_and_processing_rebuilds_instead_of_skipping(stack_after_s1):
+    stack = stack_after_s1
+    run_in_process(stack)  # S2: the processed tables have consumed ingestion batch 2 of the changed tables
+    shutil.rmtree(Path(stack.ingestion_url.removeprefix("file://")))  # lost: the next extraction starts afresh
+    new_order = insert_sales_order(stack.totesys_url, datetime(2023, 7, 3, 10, 0, 0, 500000))
+    versions_before = len(warehouse_tables(stack.warehouse_url)["fact_sales_order"])
+
+    run_in_process(stack)
+    assert new_order in current_sales_orders(stack.warehouse_url)
+    # The re-extracted current versions were already loaded: only the new order's version is added.
+    assert len(warehouse_tables(stack.warehouse_url)["fact_sales_order"]) == versions_before + 1
+    assert_consistent(stack)
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "totesys_meta.load_state records only a batch number: a processed zone restored from an older copy and "
     "then re-processed past that number is skipped silently; recording the batch's commit_id with the load "
