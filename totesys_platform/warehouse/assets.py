@@ -10,7 +10,7 @@ from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.resources import LakeResource, WarehouseDatabase
 from totesys_platform.star_schema import TARGET_TABLES
 from totesys_platform.warehouse.loader import WarehouseBatch
-from totesys_platform.warehouse.schema import ensure_schema, get_load_state
+from totesys_platform.warehouse.schema import ensure_schema_once, get_load_state
 
 GROUP = "warehouse"
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=30))
@@ -47,8 +47,7 @@ def _build_warehouse_asset(name: str) -> dg.AssetsDefinition:
     )
     def _asset(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseDatabase) -> WarehouseBatch:
         with warehouse.connect() as conn:
-            ensure_schema(conn)
-            conn.commit()
+            ensure_schema_once(conn, warehouse.db_url)
             loaded_through = get_load_state(conn, name)
         processed = lake.processed()
         head = TableLog(processed, name).latest_seq()

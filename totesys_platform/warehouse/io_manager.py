@@ -9,7 +9,6 @@ Inputs are read back as the whole table (pyarrow, or pandas when the input asks 
 from __future__ import annotations
 
 import sys
-import threading
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -23,15 +22,13 @@ from totesys_platform.settings import redact_url
 from totesys_platform.warehouse.loader import (
     LoadStats, WarehouseBatch, WarehouseLoadError, check_mode, load_table, read_table, target_table,
 )
-from totesys_platform.warehouse.schema import TABLE_SCHEMA, ensure_schema, set_load_state
+from totesys_platform.warehouse.schema import TABLE_SCHEMA, ensure_schema_once, set_load_state
 
 if TYPE_CHECKING:
     import pandas as pd
 
 MODE_METADATA_KEY = "warehouse/mode"
 
-_ensured_urls: set[str] = set()
-_ensure_lock = threading.Lock()
 
 
 class WarehouseConnectionError(RuntimeError):
@@ -124,11 +121,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         return connect_warehouse(resolve_db_url(self.db_url, setting="WAREHOUSE_DB_URL"), self.connect_timeout_s)
 
     def _ensure_schema(self, conn: psycopg.Connection) -> None:
-        with _ensure_lock:
-            if self.db_url in _ensured_urls:
-                return
-            ensure_schema(conn)
-            _ensured_urls.add(self.db_url)
+        ensure_schema_once(conn, self.db_url)
 
     @staticmethod
     def _table_name(context: dg.OutputContext | dg.InputContext) -> str:

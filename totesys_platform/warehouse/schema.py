@@ -16,6 +16,7 @@ idle (and commit it), or inside a savepoint of the caller's open transaction. `g
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 
 import psycopg
@@ -160,6 +161,19 @@ def ensure_schema(conn: psycopg.Connection) -> int:
                 + ". Add a migration to totesys_platform/warehouse/schema.py for the model change "
                 "(or rebuild the warehouse database)")
     return LATEST_VERSION
+
+
+_ensured: set[str] = set()
+_ensured_lock = threading.Lock()
+
+
+def ensure_schema_once(conn: psycopg.Connection, key: str) -> None:
+    """`ensure_schema` once per process per warehouse (`key`: its URL), not once per asset of every run."""
+    with _ensured_lock:
+        if key in _ensured:
+            return
+        ensure_schema(conn)
+        _ensured.add(key)
 
 
 def schema_drift(conn: psycopg.Connection) -> list[str]:
