@@ -471,3 +471,13 @@ def test_botocore_debug_logging_never_shows_the_secret_value(secrets_manager, ca
         secrets_manager.client.describe_secret(SecretId=name)
     assert "hunter2-secret" not in caplog.text
     assert "Response body" in caplog.text
+
+
+def test_the_grants_shown_in_docs_reliability_are_those_the_deploy_scripts_run():
+    docs = (REPO / "docs" / "reliability.md").read_text()
+    block = docs.split("## Least-privilege roles", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    shipped = {line.strip() for name in ("totesys_extractor.sql", "warehouse_loader.sql")
+               for line in (SQL_DIR / name).read_text().splitlines()}
+    shown = [line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("--")]
+    assert len(shown) >= 8
+    assert [line for line in shown if line not in shipped] == []
