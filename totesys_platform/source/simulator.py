@@ -239,6 +239,11 @@ def _u(key: str, salt: int) -> str:
             f" & 9007199254740991)::float8 / 9007199254740992.0)")
 
 
+def _bits(key: str, salt: int) -> str:
+    """SQL for 53 pseudo-random bits (a bigint) from (seed, key, salt); slices of it feed several picks."""
+    return f"(hashint8extended(({key})::bigint, %(seed)s::bigint * 1000 + {int(salt)}) & 9007199254740991)"
+
+
 def _pick(key: str, salt: int, low: str | int, high: str | int) -> str:
     """SQL for a uniform integer in [low, high] (bounds are constants or parameter placeholders)."""
     return f"({low} + floor({_u(key, salt)} * ({high} - {low} + 1))::int)"
@@ -273,13 +278,17 @@ WITH day AS (
            %(n_purchases)s::bigint * w_before / w_total AS purchases_before,
            %(n_purchases)s::bigint * w_upto / w_total - %(n_purchases)s::bigint * w_before / w_total AS p
     FROM cumulative
+), dated AS MATERIALIZED (
+    -- the day's possible agreed dates as text, formatted once per day rather than once per order
+    SELECT p.*, ARRAY(SELECT to_char(p.day + k, 'YYYY-MM-DD') FROM generate_series(0, 8) AS k) AS dates
+    FROM per_day AS p
 ), slot AS (
-    SELECT day, j, s + p AS m, sales_before, purchases_before,
+    SELECT day, dates, j, s + p AS m, sales_before, purchases_before,
            (j + 1) * s / (s + p) AS sales_upto, j * s / (s + p) AS sales_before_slot
-    FROM per_day CROSS JOIN LATERAL generate_series(0::bigint, s + p - 1) AS j
+    FROM dated CROSS JOIN LATERAL generate_series(0::bigint, s + p - 1) AS j
     WHERE s + p > 0
 ), numbered AS (
-    SELECT day, j, m,
+    SELECT day, dates, j, m,
            sales_upto > sales_before_slot AS is_sale,
            sales_before + purchases_before + j + 1 AS transaction_id,
            CASE WHEN sales_upto > sales_before_slot THEN sales_before + sales_upto
@@ -290,39 +299,44 @@ WITH day AS (
            j * {_BUSINESS_DAY_MS} / m AS slot_start_ms,
            floor((j + {_u(_KEY, 2)}) * {_BUSINESS_DAY_MS} / m)::bigint AS ms
     FROM numbered AS n
+    OFFSET 0  -- a fence: later steps read ms instead of recomputing its expression at every use
 ), stamped AS (
     SELECT t.*,
            -- some timestamps are whole seconds, as in production, without leaving the slot (keeps time order)
            8 * 3600000 + CASE WHEN {_u(_KEY, 3)} < {WHOLE_SECOND_SHARE} AND ms / 1000 * 1000 >= slot_start_ms
                               THEN ms / 1000 * 1000 ELSE ms END AS order_ms,
-           day + {_pick(_KEY, 9, 0, 7)} AS payment_date
+           -- a few hashes, sliced into independent picks (13+ bits each: the modulo bias is negligible)
+           {_bits(_KEY, 4)} AS r_ids, {_bits(_KEY, 5)} AS r_terms, {_bits(_KEY, 6)} AS r_amounts
     FROM timed AS t
+    OFFSET 0  -- the same fence: each hash is computed once per row, then sliced
+), drawn AS (
+    SELECT st.*, (r_terms >> 3) %% 8 AS payment_days FROM stamped AS st
 )
 SELECT is_sale, transaction_id::int, order_id::int, day + interval '1 millisecond' * order_ms AS ts,
-       {_pick(_KEY, 4, 1, '%(n_staff)s')} AS staff_id,
-       {_pick(_KEY, 5, 1, '%(n_counterparty)s')} AS counterparty_id,
-       {_pick(_KEY, 6, 1, '%(n_currency)s')} AS currency_id,
-       {_pick(_KEY, 7, 1, '%(n_address)s')} AS location_id,
-       to_char(day + {_pick(_KEY, 8, 0, 7)}, 'YYYY-MM-DD') AS delivery_date,
-       to_char(payment_date, 'YYYY-MM-DD') AS payment_date,
-       CASE WHEN is_sale THEN {_pick(_KEY, 10, 1000, 100000)} ELSE {_pick(_KEY, 11, 1, 1000)} END AS quantity,
+       (1 + r_ids %% %(n_staff)s)::int AS staff_id,
+       (1 + (r_ids >> 13) %% %(n_counterparty)s)::int AS counterparty_id,
+       (1 + (r_ids >> 26) %% %(n_currency)s)::int AS currency_id,
+       (1 + (r_ids >> 39) %% %(n_address)s)::int AS location_id,
+       dates[1 + r_terms %% 8] AS delivery_date,
+       dates[1 + payment_days] AS payment_date,
+       (CASE WHEN is_sale THEN 1000 + r_amounts %% 99001 ELSE 1 + r_amounts %% 1000 END)::int AS quantity,
        -- cents times 0.01: exact, and cheaper than a numeric division
-       (CASE WHEN is_sale THEN {_pick(_KEY, 12, 200, 400)} ELSE {_pick(_KEY, 13, 300, 100000)} END)::numeric * 0.01
-         AS price,
+       (CASE WHEN is_sale THEN 200 + (r_amounts >> 20) %% 201 ELSE 300 + (r_amounts >> 20) %% 99701 END)::numeric
+         * 0.01 AS price,
        -- a design that exists at ts: the initial catalogue plus one more every design_step_ms
        1 + floor({_u(_KEY, 14)} * least(%(designs)s, %(initial_designs)s
            + ((day - %(start)s::date) * 86400000::bigint + order_ms - %(reference_ms)s) / %(design_step_ms)s)
        )::int AS design_id,
-       CASE WHEN {_u(_KEY, 15)} >= {REFUND_SHARE}
+       CASE WHEN (r_terms >> 6) %% 10000 >= {int(REFUND_SHARE * 10000)}
             THEN CASE WHEN is_sale THEN %(pt_sales_receipt)s ELSE %(pt_purchase_payment)s END
             ELSE CASE WHEN is_sale THEN %(pt_sales_refund)s ELSE %(pt_purchase_refund)s END END AS payment_type_id,
        {_pick(_KEY, 16, 10000000, 99999999)} AS company_ac_number,
        {_pick(_KEY, 17, 10000000, 99999999)} AS counterparty_ac_number,
        -- the 07:55 batch pays on the payment date, or the next morning for a same-day payment date
-       (greatest(payment_date, day + 1) + interval '7 hours 55 minutes'
-        + floor({_u(_KEY, 18)} * 60000) * interval '1 millisecond')::timestamp(3) AS paid_at,
+       (day + greatest(payment_days, 1)::int + interval '7 hours 55 minutes'
+        + (r_terms >> 20) %% 60000 * interval '1 millisecond')::timestamp(3) AS paid_at,
        CASE WHEN NOT is_sale THEN {_ITEM_CODE} END AS item_code
-FROM stamped
+FROM drawn
 """
 
 # (table, its columns, the matching SELECT list over the history `h`, filter): streamed table by table.
