@@ -96,7 +96,13 @@ class Dlt(Approach):
 
 
 class Ours(Approach):
-    """The platform, run the way users run it: the Dagster CLI over the whole graph, in-process executor."""
+    """The platform, run the way users run it: the Dagster CLI over the whole graph, in-process executor.
+
+    The instance keeps runs and events in SQLite files in DAGSTER_HOME (`sqlite`, Dagster's default), or
+    in a PostgreSQL database on the bench's server (`postgres`, as the local stack's dagster.yaml does).
+    """
+
+    dagster_storage = "sqlite"
 
     @property
     def dagster_home(self) -> Path:
@@ -106,11 +112,26 @@ class Ours(Approach):
     def lake(self) -> Path:
         return self.folder / "lake"
 
+    @property
+    def dagster_db(self) -> str:
+        return _safe_name(f"dagster_{self.tag}")
+
     def reset(self) -> None:
         super().reset()
         self.dagster_home.mkdir()
-        # Default SQLite storage in the temporary instance folder; telemetry off (no network here).
-        (self.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        config = "telemetry:\n  enabled: false\n"  # no network here
+        if self.dagster_storage == "postgres":
+            self.server.drop_database(self.dagster_db)
+            self.server.create_database(self.dagster_db)
+            # psycopg2 scheme: a bare postgresql:// means psycopg 3 to SQLAlchemy 2.1 (dagster-io/dagster 33958).
+            url = self.server.url(self.dagster_db).replace("postgresql://", "postgresql+psycopg2://", 1)
+            config += f"storage:\n  postgres:\n    postgres_url: \"{url}\"\n"
+        (self.dagster_home / "dagster.yaml").write_text(config)
+
+    def drop(self) -> None:
+        super().drop()
+        if self.dagster_storage == "postgres":
+            self.server.drop_database(self.dagster_db)
 
     def command(self, mode: str) -> list[str]:
         return [str(VENV_BIN / OURS_COMMAND[0]), *OURS_COMMAND[1:]]

@@ -237,6 +237,7 @@ class Options:
     workdir: Path | None
     keep: bool
     results_dir: Path = RESULTS_DIR
+    dagster_storage: str = "sqlite"
 
 
 def repetitions(options: Options, scale: float) -> int:
@@ -407,11 +408,14 @@ def run_benchmark(options: Options, output: Path) -> dict:
             for name in options.approaches:
                 cls, label = APPROACHES[name]
                 approach = cls(name, label, server, source_url, root / "targets", tag)
+                if isinstance(approach, Ours):
+                    approach.dagster_storage = options.dagster_storage
                 if name == "dlt" and dlt_reason:
                     info.skipped[name] = dlt_reason
                 elif name == "pandas" and scale > options.pandas_max_scale:
                     info.skipped[name] = (f"not run above scale {options.pandas_max_scale:g} (--pandas-max-scale): "
-                                          "row-by-row to_sql would take far longer than the rest of the run")
+                                          "to_sql grows with the data faster than the others (see its largest "
+                                          "scale run) and would dominate the run's time")
                 else:
                     active.append(approach)
             for approach in active:
@@ -825,7 +829,10 @@ def render_report(options: Options, output: Path, machine: dict, records: list[R
         "the no-change runs follow. Ours runs exactly as users run it: "
         f"`DAGSTER_HOME=<tmp> TOTESYS_DB_URL=... WAREHOUSE_DB_URL=... LAKE_INGESTION_URL=file://... "
         f"LAKE_PROCESSED_URL=file://... TOTESYS_AUTOMATION=off .venv/bin/{' '.join(OURS_COMMAND)}`, with an "
-        "instance folder holding only `dagster.yaml` (telemetry off, default SQLite storage). Per-run logs are "
+        "instance folder holding only `dagster.yaml` (telemetry off; "
+        + ("runs and events in SQLite files there, Dagster's default" if options.dagster_storage == "sqlite" else
+           "runs and events in a PostgreSQL database on the bench's server, like `make run`")
+        + "). Per-run logs are "
         f"kept in `{_shown(options.results_dir)}/logs/`, raw numbers in `{_shown(options.results_dir)}/results.json`.")
     add("")
     return "\n".join(lines) + "\n"
@@ -942,6 +949,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-scale", type=float, default=None,
                         help="the scale to profile ours at (the largest if not given)")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARKS.md", help="the Markdown report")
+    parser.add_argument("--dagster-storage", choices=("sqlite", "postgres"), default="sqlite",
+                        help="where ours' Dagster instance keeps runs and events: SQLite files in DAGSTER_HOME "
+                             "(Dagster's default) or a database on the bench's PostgreSQL (like `make run`)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                         help="where the plot, raw results, per-run logs and profiles go")
     parser.add_argument("--workdir", type=Path, default=None, help="where databases and lakes go (a temp dir if not given)")
@@ -971,6 +981,7 @@ def main(argv: list[str] | None = None) -> int:
         approaches=args.approaches, dlt=args.dlt, pandas_max_scale=args.pandas_max_scale, orders=args.orders,
         payments=args.payments, timeout=args.timeout, profile_ours=args.profile_ours,
         profile_scale=args.profile_scale, workdir=args.workdir, keep=args.keep, results_dir=args.results_dir.resolve(),
+        dagster_storage=args.dagster_storage,
     )
     result = run_benchmark(options, args.output.resolve())
     failed = [r for r in result["records"] if not r.ok]
