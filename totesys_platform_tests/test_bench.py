@@ -136,3 +136,65 @@ def test_bad_options_are_refused_with_a_clear_message():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "--repeat and --repeat-large must be at least 1" in result.stderr
+
+
+def _copy_new_orders_to_warehouse(totesys_url: str, warehouse_url: str, since: int, stop) -> None:
+    """Stand-in for a running stack: puts each new order's id into the warehouse's fact tables."""
+    import psycopg
+    from psycopg import sql
+
+    while not stop.is_set():
+        with psycopg.connect(totesys_url) as src, psycopg.connect(warehouse_url, autocommit=True) as dst:
+            for table in ("sales_order", "purchase_order"):
+                column = sql.Identifier(f"{table}_id")
+                new_orders = src.execute(sql.SQL(
+                    "SELECT {} FROM {} WHERE created_at > (SELECT max(created_at) FROM payment WHERE payment_id <= %s)"
+                ).format(column, sql.Identifier(table)), (since,))
+                for (order_id,) in new_orders:
+                    dst.execute(sql.SQL("INSERT INTO {} ({}) VALUES (%s)").format(
+                        sql.Identifier(f"fact_{table}"), column), (order_id,))
+        stop.wait(0.3)
+
+
+@pytest.fixture
+def freshness_stack(totesys_url, warehouse_url, monkeypatch):
+    import psycopg
+
+    from totesys_platform.source import simulator
+
+    simulator.seed(totesys_url, scale=0.01, progress=lambda _: None)
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE fact_sales_order (sales_order_id integer)")
+        conn.execute("CREATE TABLE fact_purchase_order (purchase_order_id integer)")
+    monkeypatch.setenv("TOTESYS_DB_URL", totesys_url)
+    monkeypatch.setenv("WAREHOUSE_DB_URL", warehouse_url)
+    with psycopg.connect(totesys_url) as conn:
+        last_payment = conn.execute("SELECT max(payment_id) FROM payment").fetchone()[0]
+    return totesys_url, warehouse_url, last_payment
+
+
+def test_freshness_times_each_change_until_it_reaches_the_warehouse(freshness_stack, capsys):
+    import threading
+
+    from bench import run
+
+    totesys_url, warehouse_url, last_payment = freshness_stack
+    stop = threading.Event()
+    helper = threading.Thread(target=_copy_new_orders_to_warehouse,
+                              args=(totesys_url, warehouse_url, last_payment, stop), daemon=True)
+    helper.start()
+    try:
+        assert run.run_freshness(samples=2, timeout=30, interval=0.1) == 0
+    finally:
+        stop.set()
+        helper.join()
+    out = capsys.readouterr().out
+    assert out.count("in the warehouse after") == 2
+    assert "freshness over 2 samples: median" in out
+
+
+def test_freshness_gives_up_naming_the_missing_row(freshness_stack, capsys):
+    from bench import run
+
+    assert run.run_freshness(samples=1, timeout=1, interval=0.1) == 1
+    assert re.search(r"fact_(sales|purchase)_order \d+ not in the warehouse after 1 s", capsys.readouterr().out)
