@@ -248,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(json.dumps(run(args.source, args.target, args.mode), default=str))
+    except psycopg.errors.UndefinedTable as err:
+        print(f"floor {args.mode} into {redact_url(args.target)} failed: {err.diag.message_primary}; "
+              + ("run --mode initial into this target first" if args.mode == "tick"
+                 else "is the source a seeded totesys database?"), file=sys.stderr)
+        return 1
     except psycopg.Error as err:
         print(f"floor {args.mode} from {redact_url(args.source)} to {redact_url(args.target)} failed: "
               f"{str(err).strip()}", file=sys.stderr)

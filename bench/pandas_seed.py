@@ -135,14 +135,13 @@ def run(source_url: str, target_url: str, mode: str) -> dict:
     with src.connect() as conn:
         conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
         for table in TABLE_NAMES:
+            query = sa.select(sa.text("*")).select_from(sa.table(table))  # the name is quoted by SQLAlchemy
             if mode == "tick" and marks.get(table) is not None:
-                frames[table] = pd.read_sql(sa.text(f'SELECT * FROM "{table}" WHERE last_updated > :w'), conn,
-                                            params={"w": marks[table]})
-            else:
-                frames[table] = pd.read_sql(sa.text(f'SELECT * FROM "{table}"'), conn)
+                query = query.where(sa.column("last_updated") > marks[table])
+            frames[table] = pd.read_sql(query, conn)
         for table in ("address", "counterparty", "department", "staff"):
             reference[table] = (frames[table] if mode == "initial"
-                                else pd.read_sql(sa.text(f'SELECT * FROM "{table}"'), conn))
+                                else pd.read_sql(sa.select(sa.text("*")).select_from(sa.table(table)), conn))
     timings["read_s"] = time.monotonic() - started
     started = time.monotonic()
     tables = transform(frames, reference)
