@@ -421,3 +421,38 @@ def test_loading_the_same_table_twice_in_one_transaction_works(conn):
     stats = load_table(conn, "dim_staff", arrow("dim_staff", [staff_row(1, last_name="Smith"), staff_row(2)]), "upsert")
     assert stats == LoadStats("dim_staff", 2, 1, 1, 0)
     assert conn.execute("SELECT staff_id, last_name FROM dim_staff ORDER BY 1").fetchall() == [(1, "Smith"), (2, "O'Keefe")]
+
+
+# ---- bulk loads ------------------------------------------------------------------------------------------
+
+def _foreign_keys(conn: psycopg.Connection, table: str) -> list[tuple]:
+    return conn.execute(
+        "SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint "
+        "WHERE conrelid = %s::regclass AND contype = 'f' ORDER BY conname", (table,)).fetchall()
+
+
+def test_a_bulk_fact_load_keeps_every_foreign_key_validated_and_inserts_once(loaded, monkeypatch):
+    conn = loaded
+    before = _foreign_keys(conn, "fact_sales_order")
+    monkeypatch.setattr(loader, "BULK_ROWS", 2)  # take the bulk path with a small batch
+    batch = arrow("fact_sales_order", [sales_row(i, T1) for i in range(1, 6)])
+    assert load_table(conn, "fact_sales_order", batch, "append_versions").inserted == 5
+    assert _foreign_keys(conn, "fact_sales_order") == before and all(valid for _, _, valid in before)
+    assert load_table(conn, "fact_sales_order", batch, "append_versions").inserted == 0
+    conn.commit()
+    # The constraints are back in force: a dangling row is refused by PostgreSQL itself.
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        conn.execute("UPDATE fact_sales_order SET design_id = 999999 WHERE sales_order_id = 1")
+    conn.rollback()
+
+
+def test_a_bulk_load_that_fails_leaves_the_table_and_its_constraints_as_they_were(loaded, monkeypatch):
+    conn = loaded
+    before = _foreign_keys(conn, "fact_sales_order")
+    monkeypatch.setattr(loader, "BULK_ROWS", 2)
+    with pytest.raises(WarehouseLoadError, match="design_id"):
+        load_table(conn, "fact_sales_order",
+                   arrow("fact_sales_order", [sales_row(1, T1), sales_row(2, T1, design_id=424242)]), "append_versions")
+    conn.rollback()
+    assert _foreign_keys(conn, "fact_sales_order") == before
+    assert conn.execute("SELECT count(*) FROM fact_sales_order").fetchone()[0] == 0
