@@ -523,8 +523,11 @@ def test_the_lake_bucket_deleted_mid_run_fails_cleanly_and_a_restored_bucket_rec
     stack_after_s1, reference, moto_endpoint
 ):
     """Both zones on S3 (moto), backed up before the run. As soon as the run commits its first batch, the
-    bucket is emptied and deleted; the run fails with lake errors naming it and nothing downstream moves.
-    Once the bucket is restored from the backup, the next run finishes the job."""
+    bucket is emptied and deleted; the run fails with a lake error naming it and nothing downstream moves.
+    Once the bucket is restored from the backup, the next run finishes the job.
+
+    A lock on totesys' last table keeps the extraction from finishing before the bucket is gone, so the
+    deletion always strikes during the extraction."""
     stack = stack_after_s1
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="eu-west-2")
     bucket = f"lake-{uuid.uuid4().hex[:10]}"
@@ -547,21 +550,31 @@ def test_the_lake_bucket_deleted_mid_run_fails_cleanly_and_a_restored_bucket_rec
         return [item["Key"] for page in pages for item in page.get("Contents", ())]
 
     manifests_before = set(keys(bucket, "ingestion/_manifests/"))
+    last_table = TABLE_NAMES[-1]  # extracted last, in the contract's order
+    holder = psycopg.connect(stack.totesys_url)
+    holder.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(last_table)))
     deleted = threading.Event()
     stop = threading.Event()
 
     def delete_bucket_once_the_run_commits():
-        while not stop.is_set() and not set(keys(bucket, "ingestion/_manifests/")) - manifests_before:
-            time.sleep(0.03)
-        while not stop.is_set():  # the run keeps writing while we empty the bucket: repeat until it is gone
-            for start in range(0, len(batch := keys(bucket)), 1000):
-                s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch[start:start + 1000]]})
-            try:
-                s3.delete_bucket(Bucket=bucket)
-            except s3.exceptions.ClientError:
-                continue
-            deleted.set()
-            return
+        try:
+            while not set(keys(bucket, "ingestion/_manifests/")) - manifests_before:
+                if stop.is_set():
+                    return  # the run ended without committing anything
+                time.sleep(0.03)
+            give_up = time.monotonic() + 60
+            while time.monotonic() < give_up:  # the run may still write while we empty it: until it is gone
+                for start in range(0, len(batch := keys(bucket)), 1000):
+                    s3.delete_objects(
+                        Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch[start:start + 1000]]})
+                try:
+                    s3.delete_bucket(Bucket=bucket)
+                except s3.exceptions.ClientError:
+                    continue
+                deleted.set()
+                return
+        finally:
+            holder.rollback()  # let the extraction go on, into a lake that is gone
 
     saboteur = threading.Thread(target=delete_bucket_once_the_run_commits, daemon=True)
     saboteur.start()
@@ -570,13 +583,14 @@ def test_the_lake_bucket_deleted_mid_run_fails_cleanly_and_a_restored_bucket_rec
     finally:
         stop.set()
         saboteur.join(30)
-    assert deleted.is_set(), "the run finished before the bucket could be deleted"
+        holder.close()
+    assert deleted.is_set(), "the bucket was not deleted"
     failures = step_failures(result)
     assert list(failures) == ["extract_totesys"], failures  # everything downstream was skipped
-    # A lake error naming the bucket: LakeUnavailableError "does not exist" (naming the setting to fix too), or,
-    # depending on when the deletion struck, the LakeError of an object vanishing under a reader or a commit.
+    # A lake error naming the bucket: LakeUnavailableError "does not exist" (with the setting to fix), or, when
+    # the deletion struck between a table's data file and its commit, the LakeError of the vanished manifest.
     message = failures["extract_totesys"]
-    assert "Lake" in message and bucket in message, failures
+    assert "Lake" in message and f"s3://{bucket}/ingestion" in message, failures
     if "LakeUnavailableError" in message:
         assert f"S3 bucket '{bucket}' does not exist (LAKE_INGESTION_URL=s3://{bucket}/ingestion" in message
     assert load_state(stack.warehouse_url) == state_before

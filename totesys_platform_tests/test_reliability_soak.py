@@ -179,7 +179,7 @@ def test_under_continuous_writes_every_visible_version_is_loaded_exactly_once(so
     runs = late_commits = 0
     deadline = time.monotonic() + SOAK_SECONDS
     try:
-        while time.monotonic() < deadline and writer.error is None:
+        while (time.monotonic() < deadline or runs < 3) and writer.error is None:
             late = open_late_transaction(stack.totesys_url, writer.now, rng)
             try:
                 _, snapshot = run_pipeline(stack, instance)
@@ -212,7 +212,7 @@ def test_under_continuous_writes_every_visible_version_is_loaded_exactly_once(so
                 f"{fact}: {len(missing)} visible versions missing (e.g. {sorted(missing)[:3]}), {len(extra)} "
                 f"never-visible versions loaded (e.g. {sorted(extra)[:3]}) {context}")
             # The soak did what it says: many versions, and some written but never current in any snapshot.
-            assert len(expected) > 100, context
+            assert len(expected) > 50, context
             if fact == "fact_purchase_order":
                 assert written > len(expected), f"no version was overwritten unseen {context}"
 
