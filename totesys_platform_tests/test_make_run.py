@@ -55,6 +55,41 @@ def _orders(url: str) -> int:
         return conn.execute("SELECT (SELECT count(*) FROM sales_order) + (SELECT count(*) FROM purchase_order)").fetchone()[0]
 
 
+FRESHNESS_DEADLINE_SECONDS = 240
+
+
+def _insert_sales_order(url: str) -> int:
+    """One new sales order, its transaction and payment under one timestamp, as totesys writes them."""
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        return conn.execute("""
+            WITH o AS (
+                INSERT INTO sales_order (created_at, last_updated, design_id, staff_id, counterparty_id, units_sold,
+                    unit_price, currency_id, agreed_delivery_date, agreed_payment_date, agreed_delivery_location_id)
+                SELECT now()::timestamp(3), now()::timestamp(3), (SELECT min(design_id) FROM design),
+                    (SELECT min(staff_id) FROM staff), (SELECT min(counterparty_id) FROM counterparty), 1234, 3.21,
+                    1, '2026-12-01', '2026-12-02', (SELECT min(address_id) FROM address)
+                RETURNING sales_order_id, created_at
+            ), t AS (
+                INSERT INTO transaction (transaction_type, sales_order_id, created_at, last_updated)
+                SELECT 'SALE', sales_order_id, created_at, created_at FROM o RETURNING transaction_id, created_at
+            ), p AS (
+                INSERT INTO payment (created_at, last_updated, transaction_id, counterparty_id, payment_amount,
+                    currency_id, payment_type_id, paid, payment_date, company_ac_number, counterparty_ac_number)
+                SELECT created_at, created_at, transaction_id, (SELECT min(counterparty_id) FROM counterparty),
+                    3961.14, 1, 1, false, '2026-12-02', 12345678, 87654321 FROM t
+            )
+            SELECT sales_order_id FROM o""").fetchone()[0]
+
+
+def _in_warehouse(url: str, sales_order_id: int) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            return conn.execute("SELECT count(*) FROM fact_sales_order WHERE sales_order_id = %s",
+                                (sales_order_id,)).fetchone()[0] > 0
+    except psycopg.errors.UndefinedTable:
+        return False  # the first load has not created the warehouse yet
+
+
 @pytest.fixture
 def run_env():
     """A private local folder (outside pytest's tmp tree, see conftest) and free ports."""
@@ -75,7 +110,7 @@ def run_env():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_make_run_serves_the_ui_runs_the_simulator_and_stops_cleanly_on_sigint(run_env):
+def test_make_run_serves_the_ui_runs_the_simulator_feeds_the_warehouse_and_stops_cleanly_on_sigint(run_env):
     local_dir = run_env["TOTESYS_LOCAL_DIR"]
     ui_port = free_port()
     output = Path(local_dir).parent / "run.out"
@@ -105,6 +140,17 @@ def test_make_run_serves_the_ui_runs_the_simulator_and_stops_cleanly_on_sigint(r
         while _orders(totesys) <= seeded:
             assert time.monotonic() < deadline, f"the simulator wrote nothing:\n{log()}"
             time.sleep(1)
+
+        # Without anyone clicking anything, the new-data sensor carries a row inserted into totesys to the
+        # warehouse (the promise is about a minute; the deadline leaves room for a loaded CI machine).
+        marker = _insert_sales_order(totesys)
+        inserted_at = time.monotonic()
+        warehouse = LocalStack.from_env(run_env).url("warehouse")
+        while not _in_warehouse(warehouse, marker):
+            assert time.monotonic() - inserted_at < FRESHNESS_DEADLINE_SECONDS, (
+                f"sales order {marker} did not reach the warehouse in {FRESHNESS_DEADLINE_SECONDS} s:\n{log()}")
+            time.sleep(2)
+        print(f"sales order {marker} reached the warehouse in {time.monotonic() - inserted_at:.0f} s")
 
         started = _processes_mentioning(local_dir)
         names = " | ".join(started.values())
