@@ -1,7 +1,8 @@
 """Incremental processing of one processed-zone table: plain logic, no Dagster.
 
 Each processed table keeps its own position in the lake, in its manifest entry's state:
-which ingestion manifest entry of each input it has consumed, and where its small builder state
+which ingestion manifest entry of each input it has consumed (its seq and commit id, so a lost or
+restored ingestion zone is noticed and the table rebuilt), and where its small builder state
 (reference rows, the dim_date range) is stored. A run reads only the ingestion batches committed
 since, so its cost follows the size of the change, not the size of history. The delta file and the
 state files are written first, the manifest entry last: a run that fails leaves the table as it was.
@@ -9,6 +10,7 @@ state files are written first, the manifest entry last: a run that fails leaves 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -89,6 +91,25 @@ def _with_quarantine_hint(err: BadInputError, batches: dict[str, list[tuple[int,
                          action=f"{err.action}. {hint}" if err.action else hint)
 
 
+def _commit_id(ingestion: LakeStore, source_table: str, seq: int) -> str | None:
+    """The commit id of ingestion entry `seq` of `source_table`; None if there is no such entry."""
+    try:
+        body = json.loads(ingestion.read_bytes(TableLog(ingestion, source_table).entry_key(seq)))
+    except (FileNotFoundError, ValueError):
+        return None  # gone, or unreadable (reading the zone again then names the broken entry)
+    return str(body.get("commit_id") or "") or None if isinstance(body, dict) else None
+
+
+def _position_lost(ingestion: LakeStore, source_table: str, seq: int, commit_id: str | None) -> bool:
+    """True if ingestion entry `seq`, consumed last, is no longer the commit it was (or no longer exists)."""
+    if seq <= 0:
+        return False
+    if commit_id:
+        return _commit_id(ingestion, source_table, seq) != commit_id
+    # A state written before commit ids were recorded: only a zone that ends below `seq` can be told.
+    return seq > TableLog(ingestion, source_table).latest_seq()
+
+
 def _state_key(table: str, seq: int, name: str) -> str:
     return f"_state/{table}/{seq:010d}/{name}.parquet"
 
@@ -111,13 +132,14 @@ def process_table(
     latest = log.latest()
     prev_state = latest.state if latest else {}
     consumed: dict[str, int] = dict(prev_state.get("consumed", {}))
+    consumed_commits: dict[str, str] = dict(prev_state.get("consumed_commits", {}))
     total_rows = int(prev_state.get("total_rows", 0))
     state_files: dict[str, str] = dict(prev_state.get("state_files", {}))
-    if any(seq > TableLog(ingestion, source).latest_seq() for source, seq in consumed.items() if source in spec.inputs):
-        # The ingestion zone holds fewer batches than this table consumed: it was lost and extracted again,
-        # or restored from an older copy. Reading "after consumed" would silently skip what it now holds, so
-        # the table is rebuilt from all of it (the warehouse merges ignore what they already have).
-        consumed, state_files = {}, {}
+    if any(_position_lost(ingestion, s, consumed.get(s, 0), consumed_commits.get(s)) for s in spec.inputs):
+        # The ingestion zone no longer holds the batch this table consumed last: it was lost and extracted
+        # again, or restored from an older copy. Reading "after consumed" would silently skip what it now
+        # holds, so the table is rebuilt from all of it (the warehouse merges ignore what they already have).
+        consumed, consumed_commits, state_files = {}, {}, {}
 
     batches: dict[str, list[tuple[int, pa.Table]]] = {}
     inputs: dict[str, pa.Table] = {}
@@ -155,10 +177,16 @@ def process_table(
         key = _state_key(name, seq, state_name)
         processed.write_parquet(key, table.to_batches(), table.schema)
         new_state_files[state_name] = key
+    new_commits = {
+        source: consumed_commits[source] if seq == consumed.get(source) and source in consumed_commits
+        else _commit_id(ingestion, source, seq)
+        for source, seq in new_consumed.items() if seq
+    }
     entry = log.commit(
         file=file_key,
         rows=delta.num_rows,
-        state={"consumed": new_consumed, "state_files": new_state_files, "total_rows": total_rows + delta.num_rows},
+        state={"consumed": new_consumed, "consumed_commits": new_commits, "state_files": new_state_files,
+               "total_rows": total_rows + delta.num_rows},
         expected_prev_seq=latest.seq if latest else 0,
     )
     return ProcessResult(name, delta.num_rows, entry, file_uri, new_consumed, input_rows, total_rows + delta.num_rows)
