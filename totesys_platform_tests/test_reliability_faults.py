@@ -649,6 +649,22 @@ def test_a_lost_ingestion_zone_is_extracted_again_and_processing_rebuilds_instea
     assert_consistent(stack)
 
 
+def test_an_ingestion_zone_restored_from_an_older_copy_and_overtaken_is_processed_again(stack_after_s1, tmp_path):
+    """Restored one batch behind, then extracted past that point again: the batch numbers the processed
+    tables consumed exist again, but hold other commits; processing must notice and rebuild."""
+    stack = stack_after_s1
+    ingestion_folder = Path(stack.ingestion_url.removeprefix("file://"))
+    shutil.copytree(ingestion_folder, tmp_path / "ingestion_backup")  # a backup taken at S1
+    run_in_process(stack)  # S2: processed tables consumed ingestion batch 2 of the changed tables
+    shutil.rmtree(ingestion_folder)
+    shutil.copytree(tmp_path / "ingestion_backup", ingestion_folder)  # restored: one batch behind
+    new_order = insert_sales_order(stack.totesys_url, datetime(2023, 7, 3, 10, 0, 0, 500000))
+
+    run_in_process(stack)  # extraction re-archives S2's changes and the new order as batch 2 again
+    assert new_order in current_sales_orders(stack.warehouse_url)
+    assert_consistent(stack)
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "totesys_meta.load_state records only a batch number: a processed zone restored from an older copy and "
     "then re-processed past that number is skipped silently; recording the batch's commit_id with the load "
