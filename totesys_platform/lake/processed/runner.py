@@ -110,8 +110,10 @@ def _position_lost(ingestion: LakeStore, source_table: str, seq: int, commit_id:
     return seq > TableLog(ingestion, source_table).latest_seq()
 
 
-def _state_key(table: str, seq: int, name: str) -> str:
-    return f"_state/{table}/{seq:010d}/{name}.parquet"
+def _state_key(table: str, seq: int, name: str, batch_ts: datetime) -> str:
+    # The attempt's batch time is part of the key: an attempt that died after writing its state files and
+    # before its commit leaves them unreferenced, and the next attempt at the same seq must not collide.
+    return f"_state/{table}/{seq:010d}/{name}_{batch_ts:%Y%m%dT%H%M%S%f}.parquet"
 
 
 def _read_state(store: LakeStore, state_files: dict[str, str]) -> dict[str, pa.Table]:
@@ -174,7 +176,7 @@ def process_table(
         if old_key and processed.read_parquet(old_key).equals(table):
             new_state_files[state_name] = old_key
             continue
-        key = _state_key(name, seq, state_name)
+        key = _state_key(name, seq, state_name, batch_ts)
         processed.write_parquet(key, table.to_batches(), table.schema)
         new_state_files[state_name] = key
     new_commits = {
