@@ -404,6 +404,27 @@ def test_killed_runs_resume_to_the_warehouse_of_runs_that_never_failed(
         pg_server.drop_database(name)
 
 
+@pytest.mark.parametrize("table", ["dim_date", "dim_counterparty"])  # the two kinds of builder state
+def test_a_crash_after_the_processed_state_is_written_does_not_block_the_next_run(stack_after_s1, monkeypatch, table):
+    """Found by the kill test: the state file of the crashed attempt sat at the key the next attempt
+    wanted, and the exclusive write refused it on every run after."""
+    from totesys_platform.lake.processed.runner import process_table
+
+    stack = stack_after_s1
+    run_in_process(stack, selection=[extract_totesys])
+    commit = TableLog.commit
+
+    def crash(self, **kwargs):
+        raise SystemExit("killed between the state files and the manifest commit")
+
+    monkeypatch.setattr(TableLog, "commit", crash)
+    with pytest.raises(SystemExit):
+        process_table(table, stack.ingestion(), stack.processed())
+    monkeypatch.setattr(TableLog, "commit", commit)
+    result = process_table(table, stack.ingestion(), stack.processed())
+    assert result.changed
+
+
 # --------------------------------------------------------------------------------------------------
 # Outside systems failing
 
