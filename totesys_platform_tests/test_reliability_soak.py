@@ -58,15 +58,19 @@ BEGIN
 END $$;
 """
 
-# For each snapshot, the version of every row that was current in it (its writer's transaction is
-# visible, and no later write to the same row is); a version counts once however many snapshots saw it.
+# A version was current at snapshot S if its transaction is visible in S and the row's next write (if any)
+# is not. Each version counts once, however many snapshots saw it; two writes of one row in one transaction
+# share an xid, so the first of them was never current anywhere.
 VISIBLE_VERSIONS_SQL = """
-SELECT DISTINCT id, last_updated FROM (
-    SELECT DISTINCT ON (snap.s::text, v.id) v.id, v.last_updated
-    FROM unnest(%(snapshots)s::pg_snapshot[]) AS snap(s)
-    JOIN soak_audit.versions AS v ON v.table_name = %(table)s AND pg_visible_in_snapshot(v.xid, snap.s)
-    ORDER BY snap.s::text, v.id, v.seq DESC
-) AS current_in_some_snapshot
+WITH history AS (
+    SELECT id, last_updated, xid, lead(xid) OVER (PARTITION BY id ORDER BY seq) AS next_xid
+    FROM soak_audit.versions WHERE table_name = %(table)s
+)
+SELECT DISTINCT id, last_updated FROM history
+WHERE EXISTS (
+    SELECT 1 FROM unnest(%(snapshots)s::pg_snapshot[]) AS snap(s)
+    WHERE pg_visible_in_snapshot(xid, s) AND (next_xid IS NULL OR NOT pg_visible_in_snapshot(next_xid, s))
+)
 """
 
 
