@@ -113,3 +113,15 @@ def test_the_tick_job_leaves_whole_history_checks_and_the_report_to_the_hourly_j
     assert "extract_totesys" not in hourly
     schedules = {s.name: s for s in defs.schedules}
     assert schedules["validate_and_report_hourly"].cron_schedule == "5 * * * *"
+
+
+def test_observing_totesys_reports_each_tables_row_count_and_latest_change(totesys_url):
+    from totesys_platform.source.assets import observe_tables
+
+    _insert_currency(totesys_url)
+    observed = observe_tables(totesys_url)
+    assert set(observed) == {"address", "counterparty", "currency", "department", "design", "payment",
+                             "payment_type", "purchase_order", "sales_order", "staff", "transaction"}
+    count, latest = observed["currency"]
+    assert count == 1 and latest is not None
+    assert observed["sales_order"] == (0, None)

@@ -51,7 +51,7 @@ def observe_tables(db_url: str) -> dict[str, tuple[int, str | None]]:
 @dg.multi_observable_source_asset(specs=SOURCE_SPECS, name="observe_totesys", can_subset=False)
 def observe_totesys(context, totesys: TotesysDatabase):
     """Observe every table: a data version from max(last_updated) and the row count."""
-    for table, (count, latest) in observe_tables(totesys.db_url).items():
+    for table, (count, latest) in observe_tables(totesys.connection_url()).items():
         yield dg.ObserveResult(
             asset_key=source_key(table),
             data_version=dg.DataVersion(f"{latest}|{count}"),
