@@ -155,7 +155,8 @@ def process_table(
         return ProcessResult(name, 0, None, None, new_consumed, input_rows, total_rows)
 
     try:
-        delta, new_state = spec.build(inputs, _read_state(processed, state_files))
+        old_state = _read_state(processed, state_files)
+        delta, new_state = spec.build(inputs, old_state)
     except BadInputError as err:
         raise _with_quarantine_hint(err, batches) from None
     expected = TARGET_TABLES[name].arrow_schema
@@ -173,7 +174,7 @@ def process_table(
     new_state_files: dict[str, str] = {}
     for state_name, table in new_state.items():
         old_key = state_files.get(state_name)
-        if old_key and processed.read_parquet(old_key).equals(table):
+        if old_key and old_state[state_name].equals(table):
             new_state_files[state_name] = old_key
             continue
         key = _state_key(name, seq, state_name, batch_ts)
