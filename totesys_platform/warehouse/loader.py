@@ -324,17 +324,23 @@ def read_table(conn: psycopg.Connection, table: str) -> pa.Table:
     schema = warehouse_arrow_schema(table)
     target = target_table(table)
     order = target.surrogate_key or target.natural_key
-    query = sql.SQL("COPY (SELECT {cols} FROM {table} ORDER BY {order}) TO STDOUT (FORMAT csv, ENCODING 'UTF8')").format(
+    query = sql.SQL("SELECT {cols} FROM {table} ORDER BY {order}").format(
         cols=_cols(schema.names), table=sql.Identifier(TABLE_SCHEMA, table), order=sql.Identifier(order))
+    return read_query(conn, query, schema, table)
+
+
+def read_query(conn: psycopg.Connection, query: sql.Composable, schema: pa.Schema, what: str) -> pa.Table:
+    """The rows of a SELECT (columns in `schema` order) as Arrow, via COPY TO STDOUT (CSV) parsed by pyarrow."""
+    copy = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, ENCODING 'UTF8')").format(query)
     chunks: list[bytes] = []
     try:
         with conn.transaction():
             # Dates must print as ISO whatever the server's DateStyle is; SET LOCAL keeps this to our transaction.
             conn.execute("SELECT set_config('DateStyle', 'ISO, YMD', true)")
-            with conn.cursor().copy(query) as copier:
+            with conn.cursor().copy(copy) as copier:
                 chunks.extend(bytes(chunk) for chunk in copier)
     except psycopg.Error as err:
-        raise WarehouseLoadError(f"{table}: cannot read the warehouse table: {_describe_db_error(err)}") from err
+        raise WarehouseLoadError(f"{what}: cannot read the warehouse table: {_describe_db_error(err)}") from err
     if not chunks:
         return schema.empty_table()
     # COPY CSV writes NULL as an unquoted empty field and "" quoted: only the former may become null.

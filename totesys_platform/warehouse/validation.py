@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 from psycopg import sql
 
 from totesys_platform.lake.manifest import TableLog
@@ -15,7 +14,7 @@ from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.lake.quarantine import drop_quarantined, quarantined_versions
 from totesys_platform.lake.store import LakeStore
 from totesys_platform.star_schema import TARGET_TABLES
-from totesys_platform.warehouse.loader import read_table
+from totesys_platform.warehouse.loader import read_query, read_table
 
 FACT_SOURCES = {"fact_sales_order": "sales_order", "fact_purchase_order": "purchase_order", "fact_payment": "payment"}
 SAMPLE = 10
@@ -119,22 +118,11 @@ def current_state_mismatches(conn: psycopg.Connection, processed: LakeStore, fac
 
 
 def read_current_view(conn: psycopg.Connection, fact: str) -> pa.Table:
-    """`<fact>_current` as Arrow with the fact's types (COPY, like read_table)."""
-    target = TARGET_TABLES[fact]
-    schema = target.arrow_schema
-    query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv)").format(
+    """`<fact>_current` as Arrow with the fact's types."""
+    schema = TARGET_TABLES[fact].arrow_schema
+    query = sql.SQL("SELECT {} FROM {}").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in schema.names), sql.Identifier(f"{fact}_current"))
-    with conn.transaction():
-        conn.execute("SELECT set_config('DateStyle', 'ISO, YMD', true)")
-        with conn.cursor().copy(query) as copier:
-            raw = b"".join(bytes(chunk) for chunk in copier)
-    if not raw:
-        return schema.empty_table()
-    return pa_csv.read_csv(
-        pa.py_buffer(raw),
-        read_options=pa_csv.ReadOptions(column_names=schema.names),
-        convert_options=pa_csv.ConvertOptions(column_types=schema, true_values=["t"], false_values=["f"]),
-    ).cast(schema)
+    return read_query(conn, query, schema, f"{fact}_current")
 
 
 def dangling_references(conn: psycopg.Connection, fact: str) -> dict[str, int]:
