@@ -573,7 +573,9 @@ def test_the_manifest_state_is_small_and_readable(source_url, local_lake):
     assert state["watermark"] == "2024-11-04T10:19:10.000"
     assert state["window_start"] == "2024-11-04T10:04:10.000"
     assert len(state["versions"]) == 16  # only the last 15 minutes (inclusive) are remembered
-    assert state["versions"][0] == [35, "2024-11-04T10:04:10.000"]
+    assert state["versions"][0][:2] == [35, "2024-11-04T10:04:10.000"]
+    assert all(len(v) == 3 and len(v[2]) == 16 for v in state["versions"])  # each with its content fingerprint
+    assert state["fingerprint_columns"] == list(contract.SOURCE_TABLES["currency"].column_names)
     assert result.entry.state == state
 
 
@@ -610,3 +612,92 @@ def test_losing_the_source_connection_mid_stream_is_a_source_error_and_commits_n
         _run(source_url, store, ["design"], batch_ts=BATCH, batch_rows=1000)
     assert TableLog(store, "design").latest() is None and lake_keys(store) == []
     assert [p.name for p in (tmp_path / "lake" / "design" / "2026" / "01" / "01").iterdir()] == []  # no temp file left
+
+
+# --------------------------------------------------------------------------------------------------
+# Changes that do not move last_updated forward (contract section 4: duplicate or out-of-order last_updated)
+
+
+def _currencies(conn, count: int) -> list[int]:
+    return [_insert(conn, "currency", {"currency_code": code, "created_at": T0, "last_updated": T0 + timedelta(seconds=i)})
+            for i, code in enumerate(["GBP", "USD", "EUR", "CHF", "JPY"][:count])]
+
+
+def test_a_change_that_keeps_last_updated_fails_the_table_and_commits_nothing(source_url, local_lake):
+    with psycopg.connect(source_url) as conn:
+        ids = _currencies(conn, 3)
+    _run(source_url, local_lake, ["currency"], batch_ts=BATCH)
+    with psycopg.connect(source_url) as conn:
+        conn.execute("UPDATE currency SET currency_code = 'AUD' WHERE currency_id = %s", (ids[1],))
+    with pytest.raises(SourceError) as failure:
+        _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1))
+    message = str(failure.value)
+    assert f"currency_id {ids[1]} at last_updated 2024-11-04T09:30:11.000" in message
+    assert "changed without moving last_updated" in message and "SET last_updated = now()" in message
+    log = TableLog(local_lake, "currency")
+    assert log.latest().seq == 1 and log.orphan_files() == []  # nothing committed, the run's file removed
+
+    # The documented fix: the owners move last_updated to the time of the change; the next run archives it.
+    with psycopg.connect(source_url) as conn:
+        conn.execute("UPDATE currency SET last_updated = %s WHERE currency_id = %s", (T0 + timedelta(minutes=1), ids[1]))
+    result = _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=2))["currency"]
+    assert result.rows == 1
+    assert log.read(result.entry).column("currency_code").to_pylist() == ["AUD"]
+
+
+def test_a_last_updated_moved_backwards_fails_the_table(source_url, local_lake):
+    with psycopg.connect(source_url) as conn:
+        ids = _currencies(conn, 3)
+    _run(source_url, local_lake, ["currency"], batch_ts=BATCH)
+    with psycopg.connect(source_url) as conn:
+        conn.execute("UPDATE currency SET currency_code = 'AUD', last_updated = last_updated - interval '1 second' "
+                     "WHERE currency_id = %s", (ids[2],))
+    with pytest.raises(SourceError, match=(
+            rf"currency_id {ids[2]} now has last_updated 2024-11-04T09:30:11.000, earlier than its version at "
+            r"2024-11-04T09:30:12.000 already archived \(last_updated moved backwards\)")):
+        _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1))
+    assert TableLog(local_lake, "currency").latest().seq == 1
+
+
+def test_unchanged_rows_read_again_are_not_reported(source_url, local_lake):
+    """Re-reading the look-back window again and again, with hostile values, finds every fingerprint equal."""
+    with psycopg.connect(source_url) as conn:
+        ids = seed_reference(conn)
+        add_sale(conn, ids, T0 + timedelta(minutes=1), price="0.10")
+    for minute in range(3):
+        results = _run(source_url, local_lake, batch_ts=BATCH + timedelta(minutes=minute))
+        assert all(r.rows == 0 for r in results.values()) or minute == 0
+
+
+def test_a_row_deleted_from_the_window_is_warned_about_not_failed(source_url, local_lake):
+    with psycopg.connect(source_url) as conn:
+        ids = _currencies(conn, 3)
+    _run(source_url, local_lake, ["currency"], batch_ts=BATCH)
+    with psycopg.connect(source_url) as conn:
+        conn.execute("DELETE FROM currency WHERE currency_id = %s", (ids[0],))
+        conn.execute("INSERT INTO currency (currency_code, created_at, last_updated) VALUES ('CHF', %s, %s)",
+                     (T0, T0 + timedelta(minutes=1)))
+    messages: list[str] = []
+    result = extract_tables(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1),
+                            log=messages.append)["currency"]
+    assert result.rows == 1
+    warning = [m for m in messages if m.startswith("WARNING currency")]
+    assert len(warning) == 1 and f"currency_id {ids[0]} (last archived at 2024-11-04T09:30:10.000)" in warning[0]
+
+
+def test_a_version_1_state_without_fingerprints_still_works(source_url, local_lake):
+    """States written before fingerprints existed (format 1) load; their versions are simply not compared."""
+    with psycopg.connect(source_url) as conn:
+        ids = _currencies(conn, 2)
+    first = _run(source_url, local_lake, ["currency"], batch_ts=BATCH)["currency"]
+    log = TableLog(local_lake, "currency")
+    old_state = {k: v for k, v in first.entry.state.items() if k != "fingerprint_columns"} | {
+        "format": 1, "versions": [v[:2] for v in first.entry.state["versions"]]}
+    log.commit(file=None, rows=0, state=old_state, expected_prev_seq=1)
+    with psycopg.connect(source_url) as conn:
+        conn.execute("UPDATE currency SET currency_code = 'AUD' WHERE currency_id = %s", (ids[0],))
+        _insert(conn, "currency", {"currency_code": "EUR", "created_at": T0, "last_updated": T0 + timedelta(minutes=1)})
+    result = _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1))["currency"]
+    assert result.rows == 1 and result.duplicates_skipped == 2
+    # New versions get fingerprints; the ones remembered from the old state stay without until they age out.
+    assert [len(v) for v in result.entry.state["versions"]] == [2, 2, 3]

@@ -1,7 +1,7 @@
 """A seeded random walk against the exactly-once guarantee.
 
-Random sequences of inserts, updates (moving last_updated forward, to an equal value or backwards),
-late commits from transactions held open across runs, rolled-back transactions, and runs that crash
+Random sequences of inserts (last_updated after, equal to or before the newest one), updates (each moves
+its row's last_updated forward, as the contract requires: test_extract covers the violations), late commits from transactions held open across runs, rolled-back transactions, and runs that crash
 before or after their manifest commit. A model tracks what each run's snapshot could see. At the end
 (and on the way) the lake must hold exactly the versions visible at some snapshot that a table's run
 committed, each once, with the content it had when first seen.
@@ -72,6 +72,14 @@ class Model:
         span = (LOOKBACK / 2) // MS
         return self.clock - self.rng.randint(0, span) * MS
 
+    def forward_time(self, table: str, pk: int, proposed: datetime) -> datetime:
+        """`proposed`, or just after the row's committed last_updated if that is not earlier: an update
+        moves its row forward (while it may still land before the newest last_updated of other rows)."""
+        previous = self.committed[table].get(pk)
+        if previous is None or proposed > previous["last_updated"]:
+            return proposed
+        return previous["last_updated"] + self.rng.randint(1, 50) * MS
+
     def random_content(self, table: str) -> dict:
         rng = self.rng
         if table == "currency":
@@ -140,8 +148,9 @@ def step_update(model: Model, main) -> None:
     candidates = [pk for pk in model.committed[table] if (table, pk) not in model.locked()]
     if not candidates:
         return step_insert(model, main)
-    row = dict(model.committed[table][model.rng.choice(candidates)])
-    row.update(model.random_content(table), last_updated=model.random_time())
+    pk = model.rng.choice(candidates)
+    row = dict(model.committed[table][pk])
+    row.update(model.random_content(table), last_updated=model.forward_time(table, pk, model.random_time()))
     _update(main, table, row)
     model.commit_row(table, row)
 
@@ -155,8 +164,9 @@ def step_open_late_transaction(model: Model, url: str) -> None:
         when = model.clock - model.rng.randint(0, 20_000) * MS
         candidates = [pk for pk in model.committed[table] if (table, pk) not in model.locked() | set(txn.rows)]
         if candidates and model.rng.random() < 0.5:
-            row = dict(model.committed[table][model.rng.choice(candidates)])
-            row.update(model.random_content(table), last_updated=when)
+            pk = model.rng.choice(candidates)
+            row = dict(model.committed[table][pk])
+            row.update(model.random_content(table), last_updated=model.forward_time(table, pk, when))
             _update(txn.conn, table, row)
         else:
             row = _new_row(model, txn.conn, table, when)
@@ -172,11 +182,12 @@ def step_finish_late_transaction(model: Model) -> None:
         if model.rng.random() < 0.2:
             txn.conn.rollback()
             return
-        for (table, _), row in txn.rows.items():
+        for (table, pk), row in txn.rows.items():
             if row["last_updated"] < model.earliest_safe():
                 # Still late (behind the watermark), but inside the guaranteed window.
                 span = (model.clock - model.earliest_safe()) // MS
-                row["last_updated"] = model.earliest_safe() + model.rng.randint(0, span) * MS
+                row["last_updated"] = model.forward_time(
+                    table, pk, model.earliest_safe() + model.rng.randint(0, span) * MS)
                 _update(txn.conn, table, row)
         txn.conn.commit()
         for (table, _), row in txn.rows.items():

@@ -17,9 +17,10 @@ Plain Python, no Dagster. docs/extraction.md explains the design; in short:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -37,7 +38,9 @@ SOURCE_SCHEMA = "public"
 PREVIEW_ROWS = 5
 # Bytes of COPY output parsed at a time; with one batch of rows, this bounds the extraction's memory.
 CSV_BLOCK_BYTES = 1024 * 1024
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2 adds a content fingerprint to each remembered version (format 1 states still load)
+# Anomalies named in an error message; the rest are counted.
+ANOMALY_SAMPLE = 10
 _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
 
@@ -45,6 +48,13 @@ _MS = timedelta(milliseconds=1)
 class SourceError(RuntimeError):
     """The source cannot be extracted: unreachable, a table missing, schema drift, a value that does not
     convert. The message names the table and column and says what to do."""
+
+
+class VersionOrderError(SourceError):
+    """A row changed without last_updated moving forward: its change cannot be archived as a new version.
+
+    Either the same (id, last_updated) was read again with different content, or a row came back with a
+    last_updated earlier than a version of it already archived. Nothing was committed for the table."""
 
 
 @dataclass(frozen=True)
@@ -160,73 +170,156 @@ class _TableState:
     watermark: int | None = None  # epoch ms of the largest last_updated ever read
     window_start: int | None = None  # every archived version with last_updated >= this is in `versions`
     versions: set[tuple[int, int]] | None = None  # (pk, last_updated epoch ms)
+    # Content fingerprint of remembered versions (format 2; empty for a format 1 state or other columns).
+    fingerprints: dict[tuple[int, int], str] = field(default_factory=dict)
 
     @classmethod
-    def from_entry(cls, log: TableLog, entry: ManifestEntry | None) -> "_TableState":
+    def from_entry(cls, log: TableLog, entry: ManifestEntry | None, columns: Sequence[str]) -> "_TableState":
         if entry is None:
             return cls(versions=set())
         state = entry.state
         try:
             watermark = datetime.fromisoformat(state["watermark"])
             window_start = datetime.fromisoformat(state["window_start"])
-            versions = {(int(pk), _to_ms(datetime.fromisoformat(ts))) for pk, ts in state["versions"]}
+            versions, fingerprints = set(), {}
+            same_columns = state.get("fingerprint_columns") == list(columns)
+            for pk, ts, *fingerprint in state["versions"]:
+                key = (int(pk), _to_ms(datetime.fromisoformat(ts)))
+                versions.add(key)
+                if fingerprint and same_columns:
+                    fingerprints[key] = str(fingerprint[0])
         except (KeyError, TypeError, ValueError) as err:
             raise LakeError(
                 f"{entry.table}: the extraction state in manifest {log.store.uri(log.entry_key(entry.seq))} is "
                 f"unreadable ({type(err).__name__}: {err}); restore the manifest from a backup"
             ) from None
-        return cls(_to_ms(watermark), _to_ms(window_start), versions)
+        return cls(_to_ms(watermark), _to_ms(window_start), versions, fingerprints)
 
-    def to_json(self) -> dict:
+    def to_json(self, columns: Sequence[str]) -> dict:
+        def version(pk: int, ms: int) -> list:
+            fingerprint = self.fingerprints.get((pk, ms))
+            return [pk, _iso(_from_ms(ms))] + ([fingerprint] if fingerprint else [])
+
         return {
             "format": STATE_FORMAT,
             "watermark": _iso(_from_ms(self.watermark)),
             "window_start": _iso(_from_ms(self.window_start)),
-            "versions": [[pk, _iso(_from_ms(ms))] for pk, ms in sorted(self.versions, key=lambda v: (v[1], v[0]))],
+            "fingerprint_columns": list(columns),
+            "versions": [version(pk, ms) for pk, ms in sorted(self.versions, key=lambda v: (v[1], v[0]))],
         }
 
 
-class _Deduplicator:
-    """Drops versions already archived and tracks the new watermark and the versions to remember."""
+def _fingerprints(batch: pa.RecordBatch, rows: Sequence[int]) -> list[str]:
+    """A short, stable digest of each row's values (the contract's Python values, so the same content gives
+    the same digest in every run); only computed for the few rows in the look-back window."""
+    columns = [column.take(pa.array(rows, pa.int64())).to_pylist() for column in batch.columns]
+    return [hashlib.blake2b(repr(values).encode(), digest_size=8).hexdigest() for values in zip(*columns)]
 
-    def __init__(self, table: contract.SourceTable, state: _TableState, lookback_ms: int):
+
+class _Deduplicator:
+    """Drops versions already archived, tracks the new watermark and the versions to remember, and finds
+    rows whose last_updated did not move forward with their change (see VersionOrderError)."""
+
+    def __init__(self, table: contract.SourceTable, state: _TableState, lookback_ms: int, read_from_ms: int | None):
         self.pk_index = table.column_names.index(table.primary_key)
         self.lu_index = table.column_names.index("last_updated")
         self.seen = state.versions or set()
+        self.seen_fingerprints = state.fingerprints
+        # The latest remembered version of each id: this run must read that version again, or a later one.
+        self.latest_seen: dict[int, int] = {}
+        for pk, ms in self.seen:
+            if read_from_ms is None or ms >= read_from_ms:
+                self.latest_seen[pk] = max(ms, self.latest_seen.get(pk, ms))
+        self.read_again: set[int] = set()
         self.lookback_ms = lookback_ms
         self.max_ms = state.watermark
         self.new: set[tuple[int, int]] = set()
+        self.fingerprints: dict[tuple[int, int], str] = {}
+        self.changed_in_place: list[tuple[int, int]] = []  # same (id, last_updated), other content
+        self.moved_back: list[tuple[int, int, int]] = []  # (id, last_updated read, later version archived)
         self.rows = 0
         self.duplicates = 0
         self._prune_at = 10_000
 
     def filter(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         keys = list(zip(batch.column(self.pk_index).to_pylist(), batch.column(self.lu_index).cast(pa.int64()).to_pylist()))
+        if self.latest_seen:
+            self._find_moved_back(keys)
         if self.seen:
             mask = [key not in self.seen for key in keys]
             kept = sum(mask)
             if kept < len(keys):
                 self.duplicates += len(keys) - kept
+                self._compare_fingerprints(batch, keys, mask)
                 batch = batch.filter(pa.array(mask))
                 keys = list(itertools.compress(keys, mask))
         if keys:
             batch_max = max(ms for _, ms in keys)
             self.max_ms = batch_max if self.max_ms is None else max(self.max_ms, batch_max)
-            self.new.update(keys)
-            if len(self.new) > self._prune_at:
-                # The final watermark is >= max_ms, so versions below max_ms - lookback will be forgotten anyway.
-                floor = self.max_ms - self.lookback_ms
-                self.new = {k for k in self.new if k[1] >= floor}
-                self._prune_at = max(10_000, 2 * len(self.new))
+            self._remember(batch, keys)
         self.rows += batch.num_rows
         return batch
+
+    def _find_moved_back(self, keys: list[tuple[int, int]]) -> None:
+        for pk, ms in keys:
+            latest = self.latest_seen.get(pk)
+            if latest is not None:
+                self.read_again.add(pk)
+                if ms < latest:
+                    self.moved_back.append((pk, ms, latest))
+
+    def _compare_fingerprints(self, batch: pa.RecordBatch, keys: list[tuple[int, int]], mask: list[bool]) -> None:
+        rows = [i for i, (key, new) in enumerate(zip(keys, mask)) if not new and key in self.seen_fingerprints]
+        for i, fingerprint in zip(rows, _fingerprints(batch, rows)):
+            if fingerprint != self.seen_fingerprints[keys[i]]:
+                self.changed_in_place.append(keys[i])
+
+    def _remember(self, batch: pa.RecordBatch, keys: list[tuple[int, int]]) -> None:
+        # Rows arrive in last_updated order, so only a batch's tail can end up in the look-back window.
+        floor = self.max_ms - self.lookback_ms
+        rows = [i for i, (_, ms) in enumerate(keys) if ms >= floor]
+        self.new.update(keys)
+        self.fingerprints.update(zip((keys[i] for i in rows), _fingerprints(batch, rows)))
+        if len(self.new) > self._prune_at:
+            # The final watermark is >= max_ms, so versions below max_ms - lookback will be forgotten anyway.
+            self.new = {k for k in self.new if k[1] >= floor}
+            self.fingerprints = {k: v for k, v in self.fingerprints.items() if k[1] >= floor}
+            self._prune_at = max(10_000, 2 * len(self.new))
+
+    def vanished(self) -> list[tuple[int, int]]:
+        """Remembered ids this run did not read again at all: deleted in the source, or their last_updated
+        moved back below the read window (the hourly source check names them; extraction only warns)."""
+        return sorted((pk, ms) for pk, ms in self.latest_seen.items() if pk not in self.read_again)
 
     def next_state(self, read_from_ms: int | None) -> _TableState:
         window_start = self.max_ms - self.lookback_ms
         if read_from_ms is not None:
             window_start = max(window_start, read_from_ms)
         versions = {k for k in itertools.chain(self.seen, self.new) if k[1] >= window_start}
-        return _TableState(self.max_ms, window_start, versions)
+        fingerprints = {k: v for k, v in itertools.chain(self.seen_fingerprints.items(), self.fingerprints.items())
+                        if k in versions}
+        return _TableState(self.max_ms, window_start, versions, fingerprints)
+
+
+def _version_order_error(table: contract.SourceTable, dedup: _Deduplicator) -> VersionOrderError:
+    pk = table.primary_key
+    problems = [
+        f"{pk} {key} at last_updated {_iso(_from_ms(ms))} was archived before and is now different with the same "
+        "last_updated (changed without moving last_updated)"
+        for key, ms in dedup.changed_in_place[:ANOMALY_SAMPLE]
+    ] + [
+        f"{pk} {key} now has last_updated {_iso(_from_ms(ms))}, earlier than its version at {_iso(_from_ms(later))} "
+        "already archived (last_updated moved backwards)"
+        for key, ms, later in dedup.moved_back[:ANOMALY_SAMPLE]
+    ]
+    count = len(dedup.changed_in_place) + len(dedup.moved_back)
+    more = f"\n  - ... and {count - len(problems)} more" if count > len(problems) else ""
+    return VersionOrderError(
+        f"{table.name}: {count} row(s) changed without last_updated moving forward, so the change cannot be "
+        f"archived as a new version; nothing was committed for {table.name}:\n  - " + "\n  - ".join(problems) + more
+        + f"\nAsk the totesys owners to set last_updated to the time of the change on these rows (UPDATE "
+        f"{table.name} SET last_updated = now() WHERE {pk} IN (...)), and fix the writer; the next run archives them."
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -404,13 +497,13 @@ def _extract_table(
     snapshot: str,
     say: Callable[[str], None],
 ) -> TableExtract:
-    state = _TableState.from_entry(log, previous)
+    state = _TableState.from_entry(log, previous, table.column_names)
     lookback_ms = lookback // _MS
     read_from = None
     if state.watermark is not None:
         # Never below window_start: versions under it are no longer remembered and would be archived twice.
         read_from = max(state.watermark - lookback_ms, state.window_start)
-    dedup = _Deduplicator(table, state, lookback_ms)
+    dedup = _Deduplicator(table, state, lookback_ms, read_from)
     key = data_file_key(table.name, batch_ts)
     preview = table.arrow_schema.empty_table()
     written = None
@@ -436,6 +529,19 @@ def _extract_table(
             f"nothing was committed for {table.name}"
         ) from None
 
+    if dedup.changed_in_place or dedup.moved_back:
+        if written is not None:
+            store.delete(key)  # ours, never referenced: nothing of this table is committed
+        raise _version_order_error(table, dedup)
+    vanished = dedup.vanished()
+    if vanished:
+        say(
+            f"WARNING {table.name}: {len(vanished)} id(s) archived in the look-back window were not read again "
+            f"(deleted in the source, or last_updated moved backwards), e.g. {table.primary_key} "
+            + ", ".join(f"{pk} (last archived at {_iso(_from_ms(ms))})" for pk, ms in vanished[:ANOMALY_SAMPLE])
+            + "; the hourly source_matches_lake check reports every such row"
+        )
+
     since = _iso(_from_ms(read_from)) if read_from is not None else "the beginning"
     watermark_from = _from_ms(state.watermark) if state.watermark is not None else None
     if written is None:
@@ -444,7 +550,7 @@ def _extract_table(
         return TableExtract(table.name, 0, None, None, watermark_from, watermark_from, dedup.duplicates, preview, total)
 
     next_state = dedup.next_state(read_from)
-    state_json = next_state.to_json() | {
+    state_json = next_state.to_json(table.column_names) | {
         "read_from": _iso(_from_ms(read_from)) if read_from is not None else None,
         "lookback_seconds": lookback.total_seconds(),
         "batch_ts": batch_ts.isoformat(timespec="microseconds"),
@@ -536,4 +642,4 @@ def extract_tables(
     return results
 
 
-__all__ = ["SourceError", "TableExtract", "extract_tables", "validate_source_schema"]
+__all__ = ["SourceError", "TableExtract", "VersionOrderError", "extract_tables", "validate_source_schema"]
