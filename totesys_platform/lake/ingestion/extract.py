@@ -642,4 +642,29 @@ def extract_tables(
     return results
 
 
-__all__ = ["SourceError", "TableExtract", "VersionOrderError", "extract_tables", "validate_source_schema"]
+def read_source_table(source_url: str, table_name: str, *, connect_timeout: float = 10,
+                      statement_timeout: timedelta = timedelta(minutes=30)) -> pa.Table:
+    """Every row of one contract table, with the contract's types, from one read-only snapshot (for the
+    hourly reconciliation; extraction itself never holds a whole table)."""
+    (table,) = _contract_tables([table_name])
+    conn = _connect(source_url, connect_timeout)
+    try:
+        conn.read_only = True
+        with conn.transaction():
+            try:
+                conn.execute("SET LOCAL DateStyle = ISO")
+                conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout // _MS),))
+                validate_source_schema(conn, [table.name])
+                with conn.cursor() as cur, cur.copy(_copy_query(table, False)) as copy:
+                    batches = list(_csv_batches(copy, table))
+            except psycopg.Error as err:
+                raise SourceError(
+                    f"reading {table.name} from {redact_url(source_url)} failed: {_driver_message(err, source_url)}"
+                ) from None
+    finally:
+        conn.close()
+    return pa.Table.from_batches(batches, schema=table.arrow_schema)
+
+
+__all__ = ["SourceError", "TableExtract", "VersionOrderError", "extract_tables", "read_source_table",
+           "validate_source_schema"]

@@ -1,0 +1,145 @@
+"""Whole-table reconciliation of the totesys source with the ingestion zone (plain logic, no Dagster).
+
+Extraction reads only the look-back window, so it cannot see a row changed far behind the watermark
+without its last_updated moving forward. This comparison reads every source row and the latest archived
+version of every id, and sorts each difference into one of these:
+
+- pending: the source row is newer than its archived version and the next extraction will read it;
+- changed_in_place: same (id, last_updated), other content: a change without moving last_updated;
+- moved_back: the source's last_updated is earlier than the latest archived version of the id;
+- missed: a version newer than the archive but below the extraction's window (committed later than the
+  look-back allows): no extraction will ever read it;
+- deleted: archived, no longer in the source (facts keep their history; reported, not an error).
+
+It runs hourly (the `source_matches_lake` checks), not on the tick: it scans the whole table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from totesys_platform.lake.ingestion.extract import read_source_table
+from totesys_platform.lake.manifest import TableLog
+from totesys_platform.lake.store import LakeError, LakeStore
+from totesys_platform.source import contract
+
+SAMPLE = 10
+_LAKE = "__lake"
+
+
+@dataclass
+class SourceDrift:
+    table: str
+    source_rows: int = 0
+    archived_ids: int = 0
+    reach: datetime | None = None  # the next extraction reads last_updated >= reach (None: reads everything)
+    pending: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    samples: dict[str, list[list]] = field(default_factory=dict)
+
+    ERRORS = ("changed_in_place", "moved_back", "missed")
+
+    @property
+    def passed(self) -> bool:
+        return not any(self.counts.get(kind) for kind in self.ERRORS)
+
+
+def latest_archived(ingestion: LakeStore, table: contract.SourceTable) -> tuple[pa.Table, datetime | None]:
+    """The latest archived version of each id (quarantined versions included: they were archived), and the
+    point the next extraction reads from."""
+    log = TableLog(ingestion, table.name)
+    entries = log.entries()
+    parts = [log.read(e) for e in entries if e.file]
+    data = pa.concat_tables(parts) if parts else table.arrow_schema.empty_table()
+    reach = None
+    if entries:
+        state = entries[-1].state
+        try:
+            reach = datetime.fromisoformat(state["window_start"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise LakeError(
+                f"{table.name}: the extraction state in manifest seq {entries[-1].seq} is unreadable "
+                f"({type(err).__name__}: {err}); restore the manifest from a backup"
+            ) from None
+    if data.num_rows == 0:
+        return data, reach
+    ordered = data.sort_by([(table.primary_key, "ascending"), ("last_updated", "ascending")])
+    ids = ordered[table.primary_key].combine_chunks()
+    is_last = pc.not_equal(ids[:-1], ids[1:]) if len(ids) > 1 else pa.array([], pa.bool_())
+    return ordered.filter(pa.concat_arrays([is_last, pa.array([True])])), reach
+
+
+def _same(left: pa.ChunkedArray, right: pa.ChunkedArray) -> pa.ChunkedArray:
+    both_null = pc.and_(pc.is_null(left), pc.is_null(right))
+    return pc.or_(pc.fill_null(pc.equal(left, right), False), both_null)
+
+
+def compare(table: contract.SourceTable, source: pa.Table, archived: pa.Table, reach: datetime | None) -> SourceDrift:
+    """Sort the differences between the source rows and the latest archived versions (see the module doc)."""
+    pk, lu = table.primary_key, "last_updated"
+    drift = SourceDrift(table.name, source_rows=source.num_rows, archived_ids=archived.num_rows, reach=reach)
+    joined = source.join(archived, keys=pk, join_type="full outer", right_suffix=_LAKE, coalesce_keys=True)
+    src_lu, lake_lu = joined[lu], joined[lu + _LAKE]
+    reach_scalar = pa.scalar(reach, pa.timestamp("ms")) if reach is not None else None
+
+    def reachable(column):
+        if reach_scalar is None:
+            return pc.is_valid(column)
+        return pc.fill_null(pc.greater_equal(column, reach_scalar), False)
+
+    newer = pc.or_(pc.and_(pc.is_valid(src_lu), pc.is_null(lake_lu)), pc.fill_null(pc.greater(src_lu, lake_lu), False))
+    kinds = {
+        "deleted": pc.and_(pc.is_null(src_lu), pc.is_valid(lake_lu)),
+        "moved_back": pc.fill_null(pc.less(src_lu, lake_lu), False),
+        "missed": pc.and_(newer, pc.invert(reachable(src_lu))),
+    }
+    same_version = pc.fill_null(pc.equal(src_lu, lake_lu), False)
+    same_content = same_version
+    for name in table.column_names:
+        if name not in (pk, lu):
+            same_content = pc.and_(same_content, _same(joined[name], joined[name + _LAKE]))
+    kinds["changed_in_place"] = pc.and_(same_version, pc.invert(same_content))
+    drift.pending = pc.sum(pc.and_(newer, reachable(src_lu))).as_py() or 0
+
+    for kind, mask in kinds.items():
+        rows = joined.filter(mask).sort_by(pk)
+        drift.counts[kind] = rows.num_rows
+        sample = rows.slice(0, SAMPLE)
+        drift.samples[kind] = [
+            [key, source_ts and source_ts.isoformat(timespec="milliseconds"),
+             lake_ts and lake_ts.isoformat(timespec="milliseconds")]
+            for key, source_ts, lake_ts in zip(
+                sample[pk].to_pylist(), sample[lu].to_pylist(), sample[lu + _LAKE].to_pylist())
+        ]
+    return drift
+
+
+def source_drift(source_url: str, ingestion: LakeStore, table_name: str, *, connect_timeout: float = 10) -> SourceDrift:
+    """Compare every row of one totesys table with the latest archived version of its id.
+
+    The lake is read first, then the source: anything the source gained in between is newer, so it counts
+    as pending (or missed), never as a false change in place."""
+    table = contract.SOURCE_TABLES[table_name]
+    archived, reach = latest_archived(ingestion, table)
+    source = read_source_table(source_url, table_name, connect_timeout=connect_timeout)
+    return compare(table, source, archived, reach)
+
+
+def describe(drift: SourceDrift) -> str:
+    """One line per kind of problem, for logs and check descriptions."""
+    explain = {
+        "changed_in_place": "changed without moving last_updated (id, last_updated)",
+        "moved_back": "last_updated earlier than the archived version (id, source, archived)",
+        "missed": "committed later than the look-back allows: never extracted (id, last_updated)",
+        "deleted": "deleted in the source (id, -, last archived)",
+    }
+    return "; ".join(
+        f"{drift.counts[kind]} {explain[kind]}: {drift.samples[kind]}" for kind in explain if drift.counts.get(kind)
+    ) or "every source row matches its latest archived version or is pending extraction"
+
+
+__all__ = ["SourceDrift", "compare", "describe", "latest_archived", "source_drift"]

@@ -1,0 +1,97 @@
+"""The hourly source-to-lake reconciliation (lake/ingestion/reconcile.py), against a real PostgreSQL and lake."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import psycopg
+import pytest
+
+from totesys_platform.lake.ingestion.extract import SourceError, extract_tables
+from totesys_platform.lake.ingestion.reconcile import describe, source_drift
+from totesys_platform.lake.manifest import TableLog
+from totesys_platform.lake.store import LakeError, LocalLakeStore
+
+T0 = datetime(2024, 11, 4, 9, 0, 0)
+LOOKBACK = timedelta(minutes=2)
+
+
+def _currency(conn, code: str, last_updated: datetime) -> int:
+    return conn.execute(
+        "INSERT INTO currency (currency_code, created_at, last_updated) VALUES (%s, %s, %s) RETURNING currency_id",
+        (code, T0, last_updated)).fetchone()[0]
+
+
+@pytest.fixture
+def archived(totesys_url, tmp_path):
+    """Six currencies one minute apart, archived by one extraction with a two-minute look-back."""
+    with psycopg.connect(totesys_url) as conn:
+        ids = [_currency(conn, code, T0 + timedelta(minutes=i))
+               for i, code in enumerate(["GBP", "USD", "EUR", "CHF", "JPY", "AUD"])]
+    lake = LocalLakeStore(tmp_path / "ingestion")
+    extract_tables(totesys_url, lake, ["currency"], lookback=LOOKBACK, batch_ts=datetime(2026, 1, 1))
+    return totesys_url, lake, ids
+
+
+def test_a_source_that_matches_the_archive_passes(archived):
+    url, lake, _ = archived
+    drift = source_drift(url, lake, "currency")
+    assert drift.passed and drift.source_rows == drift.archived_ids == 6
+    assert drift.counts == {"deleted": 0, "moved_back": 0, "missed": 0, "changed_in_place": 0}
+    assert drift.reach == T0 + timedelta(minutes=3)  # watermark 09:05 minus the look-back
+    assert describe(drift).startswith("every source row matches")
+
+
+def test_every_kind_of_drift_far_behind_the_watermark_is_named(archived):
+    url, lake, ids = archived
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE currency SET currency_code = 'NZD' WHERE currency_id = %s", (ids[0],))
+        conn.execute("UPDATE currency SET last_updated = last_updated - interval '1 ms' WHERE currency_id = %s",
+                     (ids[1],))
+        conn.execute("DELETE FROM currency WHERE currency_id = %s", (ids[2],))
+        late = _currency(conn, "SEK", T0 + timedelta(seconds=30))  # committed now, far behind the window
+        fresh = _currency(conn, "NOK", T0 + timedelta(minutes=9))  # the next extraction reads it
+        conn.execute("UPDATE currency SET last_updated = %s WHERE currency_id = %s",
+                     (T0 + timedelta(minutes=4, seconds=30), ids[3]))  # forward, inside the window: pending
+    drift = source_drift(url, lake, "currency")
+    assert not drift.passed
+    assert drift.counts == {"deleted": 1, "moved_back": 1, "missed": 1, "changed_in_place": 1}
+    assert drift.pending == 2  # `fresh` and ids[3]
+    assert drift.samples["changed_in_place"] == [[ids[0], "2024-11-04T09:00:00.000", "2024-11-04T09:00:00.000"]]
+    assert drift.samples["moved_back"] == [[ids[1], "2024-11-04T09:00:59.999", "2024-11-04T09:01:00.000"]]
+    assert drift.samples["deleted"] == [[ids[2], None, "2024-11-04T09:02:00.000"]]
+    assert drift.samples["missed"] == [[late, "2024-11-04T09:00:30.000", None]]
+    assert fresh not in [row[0] for rows in drift.samples.values() for row in rows]
+    text = describe(drift)
+    assert "1 changed without moving last_updated" in text and "1 deleted in the source" in text
+
+
+def test_deletions_alone_do_not_fail_it(archived):
+    url, lake, ids = archived
+    with psycopg.connect(url) as conn:
+        conn.execute("DELETE FROM currency WHERE currency_id = %s", (ids[0],))
+    drift = source_drift(url, lake, "currency")
+    assert drift.passed and drift.counts["deleted"] == 1
+
+
+def test_an_empty_lake_counts_every_source_row_as_pending(totesys_url, tmp_path):
+    with psycopg.connect(totesys_url) as conn:
+        _currency(conn, "GBP", T0)
+    drift = source_drift(totesys_url, LocalLakeStore(tmp_path / "empty"), "currency")
+    assert drift.passed and drift.pending == 1 and drift.reach is None
+
+
+def test_a_drifted_source_schema_is_a_clear_error(archived):
+    url, lake, _ = archived
+    with psycopg.connect(url) as conn:
+        conn.execute("ALTER TABLE currency ADD COLUMN symbol text")
+    with pytest.raises(SourceError, match=r"currency\.symbol: column added"):
+        source_drift(url, lake, "currency")
+
+
+def test_an_unreadable_extraction_state_is_a_clear_error(archived):
+    url, lake, _ = archived
+    log = TableLog(lake, "currency")
+    log.commit(file=None, rows=0, state={"watermark": "yesterday"}, expected_prev_seq=log.latest().seq)
+    with pytest.raises(LakeError, match=r"currency: the extraction state in manifest seq 2 is unreadable"):
+        source_drift(url, lake, "currency")
