@@ -686,10 +686,6 @@ def test_an_ingestion_zone_restored_from_an_older_copy_and_overtaken_is_processe
     assert_consistent(stack)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "totesys_meta.load_state records only a batch number: a processed zone restored from an older copy and "
-    "then re-processed past that number is skipped silently; recording the batch's commit_id with the load "
-    "state (a warehouse migration) would detect it (see docs/reliability.md)"))
 def test_a_processed_zone_restored_from_an_older_copy_loses_nothing(stack_after_s1, tmp_path):
     stack = stack_after_s1
     processed_folder = Path(stack.processed_url.removeprefix("file://"))

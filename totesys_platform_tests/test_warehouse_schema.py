@@ -93,6 +93,7 @@ def test_meta_tables_exist_with_their_columns(conn):
     assert cols == [
         ("load_state", "table_name", "text", "NO"), ("load_state", "processed_seq", "bigint", "NO"),
         ("load_state", "loaded_at", "timestamp with time zone", "YES"),
+        ("load_state", "processed_commit_id", "text", "YES"),
         ("schema_migrations", "version", "integer", "NO"),
         ("schema_migrations", "applied_at", "timestamp with time zone", "NO"),
         ("schema_migrations", "description", "text", "NO"),
@@ -111,8 +112,9 @@ def test_ensure_schema_twice_is_a_no_op(conn):
     conn.commit()
     assert ensure_schema(conn) == LATEST_VERSION
     assert _catalog_snapshot(conn) == before
-    assert conn.execute("SELECT version, description FROM totesys_meta.schema_migrations").fetchall() == [
-        (1, "star schema: 8 dimensions, 3 append-only facts, current views, load state")]
+    assert conn.execute("SELECT version, description FROM totesys_meta.schema_migrations ORDER BY 1").fetchall() == [
+        (1, "star schema: 8 dimensions, 3 append-only facts, current views, load state"),
+        (2, "load state: commit id of the processed batch loaded through")]
 
 
 def test_ensure_schema_on_an_idle_connection_commits(warehouse_url):
@@ -141,13 +143,13 @@ def test_concurrent_ensure_schema_calls_serialise(warehouse_url):
         t.join(30)
     assert errors == [] and results == [LATEST_VERSION] * 4
     with psycopg.connect(warehouse_url) as conn:
-        assert conn.execute("SELECT count(*) FROM totesys_meta.schema_migrations").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM totesys_meta.schema_migrations").fetchone() == (LATEST_VERSION,)
 
 
 def test_a_newer_schema_version_is_refused(conn):
     conn.execute("INSERT INTO totesys_meta.schema_migrations (version, description) VALUES (99, 'future')")
     conn.commit()
-    with pytest.raises(WarehouseSchemaError, match=r"schema version\(s\) \[99\], newer than this code knows \(1\)"):
+    with pytest.raises(WarehouseSchemaError, match=r"schema version\(s\) \[99\], newer than this code knows \(2\)"):
         ensure_schema(conn)
 
 
@@ -225,7 +227,7 @@ def test_reset_warehouse_empties_tables_and_state_but_keeps_schema(conn):
     for table in TARGET_TABLES:
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
     assert conn.execute("SELECT count(*) FROM totesys_meta.load_state").fetchone() == (0,)
-    assert conn.execute("SELECT count(*) FROM totesys_meta.schema_migrations").fetchone() == (1,)
+    assert conn.execute("SELECT count(*) FROM totesys_meta.schema_migrations").fetchone() == (LATEST_VERSION,)
     load_dimensions(conn)
     load_table(conn, "fact_sales_order", arrow("fact_sales_order", [sales_row(1, T1)]), "append_versions")
     assert conn.execute("SELECT sales_record_id FROM fact_sales_order").fetchall() == [(1,)]

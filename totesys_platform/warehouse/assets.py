@@ -9,8 +9,9 @@ from totesys_platform.lake.processed.assets import processed_key
 from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.resources import LakeResource, WarehouseDatabase
 from totesys_platform.star_schema import TARGET_TABLES
-from totesys_platform.warehouse.loader import WarehouseBatch
-from totesys_platform.warehouse.schema import ensure_schema_once, get_load_state
+from totesys_platform.warehouse.io_manager import ProcessedBatch
+from totesys_platform.warehouse.rebuild import processed_commit_id
+from totesys_platform.warehouse.schema import ensure_schema_once, get_load_position, resume_after
 
 GROUP = "warehouse"
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=30))
@@ -45,27 +46,31 @@ def _build_warehouse_asset(name: str) -> dg.AssetsDefinition:
         ),
         metadata={"warehouse/mode": mode, "dagster/table_name": f"warehouse.public.{name}"},
     )
-    def _asset(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseDatabase) -> WarehouseBatch:
+    def _asset(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseDatabase) -> ProcessedBatch:
         with warehouse.connect() as conn:
             ensure_schema_once(conn, warehouse.db_url)
-            loaded_through = get_load_state(conn, name)
+            position = get_load_position(conn, name)
         processed = lake.processed()
         head = TableLog(processed, name).latest_seq()
-        if head < loaded_through:
-            # The processed zone holds fewer batches than the warehouse has loaded: it was lost and rebuilt,
-            # or restored from an older copy. Reading "after loaded_through" would silently skip what it now
-            # holds; both merges are idempotent (versions already present are ignored, dimensions keep the
-            # last row), so everything is merged again instead.
-            context.log.warning(
-                f"{name}: the warehouse was loaded through processed batch {loaded_through} but the processed zone "
-                f"ends at batch {head} (rebuilt or restored); merging all {head} batches again")
-            loaded_through = 0
+        # Still the batch the warehouse loaded? A processed zone lost and rebuilt, or restored from an older copy
+        # (and perhaps processed past the position again), would otherwise be skipped silently.
+        commit_now = (processed_commit_id(processed, name, position.processed_seq)
+                      if position.processed_commit_id and 0 < position.processed_seq <= head else None)
+        loaded_through, why = resume_after(position, head, commit_now)
+        if why:
+            # Both merges are idempotent (fact versions already present are ignored, dimensions keep the last
+            # row), so merging every batch again loses nothing and duplicates nothing.
+            context.log.warning(f"{name}: {why}; merging all {head} processed batches again")
+            context.add_output_metadata({"reloaded_all_batches": dg.MetadataValue.text(why)})
         data, last_seq = read_processed(processed, name, after_seq=loaded_through)
         context.log.info(
             f"{name}: {data.num_rows} processed rows to merge ({mode}), processed batches "
             f"{loaded_through + 1}..{last_seq}" if last_seq > loaded_through else f"{name}: nothing new to load"
         )
-        return WarehouseBatch(data=data, processed_seq=last_seq if last_seq > loaded_through else None)
+        if last_seq <= loaded_through:
+            return ProcessedBatch(data=data)
+        return ProcessedBatch(data=data, processed_seq=last_seq,
+                              processed_commit_id=processed_commit_id(processed, name, last_seq))
 
     return _asset
 
