@@ -95,3 +95,17 @@ def test_an_unreadable_extraction_state_is_a_clear_error(archived):
     log.commit(file=None, rows=0, state={"watermark": "yesterday"}, expected_prev_seq=log.latest().seq)
     with pytest.raises(LakeError, match=r"currency: the extraction state in manifest seq 2 is unreadable"):
         source_drift(url, lake, "currency")
+
+
+def test_the_check_warns_on_deletions_and_fails_on_changes_it_can_never_archive():
+    import dagster as dg
+
+    from totesys_platform.automation.source_checks import drift_result
+    from totesys_platform.lake.ingestion.reconcile import SourceDrift
+
+    clean = drift_result(SourceDrift("currency", counts={"deleted": 0, "moved_back": 0}))
+    deleted = drift_result(SourceDrift("currency", counts={"deleted": 2, "moved_back": 0}))
+    moved = drift_result(SourceDrift("currency", counts={"deleted": 2, "moved_back": 1}))
+    assert clean.passed
+    assert (deleted.passed, deleted.severity) == (False, dg.AssetCheckSeverity.WARN)
+    assert (moved.passed, moved.severity) == (False, dg.AssetCheckSeverity.ERROR)

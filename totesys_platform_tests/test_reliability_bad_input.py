@@ -16,9 +16,11 @@ import shutil
 import uuid
 from datetime import date, datetime
 
+import dagster as dg
 import psycopg
 import pytest
 
+from totesys_platform.automation.source_checks import SOURCE_CHECKS
 from totesys_platform.lake.manifest import TableLog
 from totesys_platform.lake.quarantine import quarantine_version
 from totesys_platform.source import simulator
@@ -26,7 +28,7 @@ from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.star_schema import FACTS, TARGET_TABLES
 from totesys_platform.warehouse.validation import dangling_references
 from totesys_platform_tests.test_reliability_faults import (
-    Stack, assert_consistent, clone_database, lake_heads, load_state, run_in_process, step_failures, warehouse_tables,
+    ASSETS, Stack, assert_consistent, clone_database, lake_heads, load_state, run_in_process, step_failures, warehouse_tables,
 )
 
 LATER = datetime(2023, 7, 1, 10, 0, 0, 123000)  # after the seeded history: every change below is a new version
@@ -297,3 +299,27 @@ def test_a_last_updated_moving_backwards_is_reported(stack):
     assert f"sales_order_id {order} now has last_updated" in failures["extract_totesys"]
     assert "last_updated moved backwards" in failures["extract_totesys"]
     assert_consistent(stack)
+
+
+def test_changes_behind_the_look_back_window_are_reported_by_the_hourly_source_check(stack):
+    """Far behind the watermark the extraction does not read, so it cannot see these; the hourly
+    `source_matches_lake` check compares every source row with its latest archived version and names them."""
+    url = stack.totesys_url
+    in_place, backwards = scalar(url, "SELECT min(sales_order_id) FROM sales_order"), \
+        scalar(url, "SELECT min(sales_order_id) + 1 FROM sales_order")
+    execute(url, f"UPDATE sales_order SET units_sold = units_sold + 1 WHERE sales_order_id = {in_place}",
+            "UPDATE sales_order SET last_updated = last_updated - interval '1 day' "
+            f"WHERE sales_order_id = {backwards}")
+    assert step_failures(run_in_process(stack, raise_on_error=False)) == {}  # invisible to the extraction
+
+    result = dg.materialize([*ASSETS, *SOURCE_CHECKS], resources=stack.resources(),
+                            selection=dg.AssetSelection.checks(*SOURCE_CHECKS), raise_on_error=False)
+    evaluations = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()}
+    assert len(evaluations) == len(TABLE_NAMES)
+    failed = {table for table, e in evaluations.items() if not e.passed}
+    assert failed == {"sales_order"}
+    metadata = evaluations["sales_order"].metadata
+    assert metadata["changed_in_place_count"].value == 1 and metadata["moved_back_count"].value == 1
+    assert metadata["changed_in_place_sample"].value[0][0] == in_place
+    assert metadata["moved_back_sample"].value[0][0] == backwards
+    assert evaluations["sales_order"].severity == dg.AssetCheckSeverity.ERROR
