@@ -138,7 +138,7 @@ def describe(drift: SourceDrift) -> str:
         "deleted": "deleted in the source (id, -, last archived)",
     }
     return "; ".join(
-        f"{drift.counts[kind]} {explain[kind]}: {drift.samples[kind]}" for kind in explain if drift.counts.get(kind)
+        f"{drift.counts[kind]} {explain[kind]}: {drift.samples.get(kind, [])}" for kind in explain if drift.counts.get(kind)
     ) or "every source row matches its latest archived version or is pending extraction"
 
 
