@@ -8,6 +8,7 @@ import dagster as dg
 from totesys_platform.analytics.assets import sales_report
 from totesys_platform.automation.alerts import ALERT_SENSORS, AlertsResource
 from totesys_platform.automation.checks import ALL_CHECKS
+from totesys_platform.automation.source_checks import SOURCE_CHECKS
 from totesys_platform.automation.jobs import (
     RUN_LOGGING, etl_schedule, rebuild_warehouse_job, totesys_etl, totesys_new_data_sensor, validate_and_report,
     validation_schedule,
@@ -20,7 +21,7 @@ from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS
 
 defs = dg.Definitions(
     assets=[observe_totesys, extract_totesys, *PROCESSED_ASSETS, *WAREHOUSE_ASSETS, sales_report],
-    asset_checks=ALL_CHECKS,
+    asset_checks=[*ALL_CHECKS, *SOURCE_CHECKS],
     jobs=[totesys_etl, validate_and_report, rebuild_warehouse_job],
     schedules=[etl_schedule, validation_schedule],
     sensors=[totesys_new_data_sensor, *ALERT_SENSORS],
