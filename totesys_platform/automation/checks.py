@@ -1,6 +1,7 @@
 """Asset checks: the fact history, referential integrity, reconciliation and schema drift."""
 
 import dagster as dg
+from pydantic import Field
 
 from totesys_platform.lake.ingestion.assets import ingestion_key
 from totesys_platform.resources import LakeResource, WarehouseDatabase
@@ -8,7 +9,7 @@ from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.star_schema import FACTS, TARGET_TABLES
 from totesys_platform.warehouse.assets import warehouse_key
 from totesys_platform.warehouse.validation import (
-    DIMENSION_SOURCES, FACT_SOURCES, current_state_mismatches, dangling_references,
+    DIMENSION_SOURCES, FACT_SOURCES, check_references, current_state_mismatches,
     dimension_reconciliation, fact_history_report,
 )
 
@@ -46,19 +47,34 @@ def _fact_history_check(fact: str) -> dg.AssetChecksDefinition:
     return _check
 
 
+class ReferencesCheckConfig(dg.Config):
+    full_scan: bool = Field(
+        default=False, description="Examine every fact row, not only those loaded since the last passing evaluation.")
+
+
 def _referential_integrity_check(fact: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=warehouse_key(fact),
         name="references_resolve",
         blocking=True,
-        description="No fact row refers to a missing dimension row or date.",
+        description=(
+            "No fact row refers to a missing dimension row or date. Examines the rows loaded since the last "
+            "passing evaluation (all rows the first time, after a rebuild, or with config full_scan: true, "
+            "as the hourly validate_and_report job sets)."
+        ),
     )
-    def _check(warehouse: WarehouseDatabase) -> dg.AssetCheckResult:
+    def _check(config: ReferencesCheckConfig, warehouse: WarehouseDatabase) -> dg.AssetCheckResult:
         with warehouse.connect() as conn:
-            dangling = dangling_references(conn, fact)
+            result = check_references(conn, fact, full=config.full_scan)
         return dg.AssetCheckResult(
-            passed=not any(dangling.values()),
-            metadata={"dangling_by_column": dg.MetadataValue.json(dangling), "dangling_total": sum(dangling.values())},
+            passed=result.passed,
+            metadata={
+                "dangling_by_column": dg.MetadataValue.json(result.dangling),
+                "dangling_total": result.dangling_total,
+                "scan": "full" if result.full else "incremental",
+                "rows_checked": result.rows_checked,
+                "checked_record_ids": f"({result.checked_after}, {result.checked_through}]",
+            },
         )
 
     return _check

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import psycopg
+import psycopg.errors
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
@@ -15,6 +16,7 @@ from totesys_platform.lake.quarantine import drop_quarantined, quarantined_versi
 from totesys_platform.lake.store import LakeStore
 from totesys_platform.star_schema import TARGET_TABLES
 from totesys_platform.warehouse.loader import read_query, read_table
+from totesys_platform.warehouse.schema import META_SCHEMA, SCHEMA_LOCK_KEY, TABLE_SCHEMA
 
 FACT_SOURCES = {"fact_sales_order": "sales_order", "fact_purchase_order": "purchase_order", "fact_payment": "payment"}
 SAMPLE = 10
@@ -126,17 +128,132 @@ def read_current_view(conn: psycopg.Connection, fact: str) -> pa.Table:
 
 
 def dangling_references(conn: psycopg.Connection, fact: str) -> dict[str, int]:
-    """Per foreign-key column of a fact: how many rows refer to a dimension row that does not exist."""
-    out: dict[str, int] = {}
-    for col in TARGET_TABLES[fact].columns:
-        if not col.references:
-            continue
+    """Per foreign-key column of a fact: how many rows refer to a dimension row that does not exist.
+
+    A full scan of the fact; `check_references` is the incremental form the tick's check uses.
+    """
+    return _count_dangling(conn, fact, None)[1]
+
+
+def _count_dangling(
+    conn: psycopg.Connection, fact: str, key_range: tuple[int, int] | None
+) -> tuple[int, dict[str, int]]:
+    """(rows examined, dangling rows per FK column) over the fact rows whose surrogate key is in
+    (low, high], or over every row when `key_range` is None. One statement, one pass over the fact:
+    each dimension is LEFT JOINed on its (unique) key, so a join adds no rows and a NULL marks a miss."""
+    target = TARGET_TABLES[fact]
+    fks = [c for c in target.columns if c.references]
+    joins, counts = [], []
+    for i, col in enumerate(fks):
         dim, dim_col = col.references.split(".")
-        query = sql.SQL(
-            "SELECT count(*) FROM {f} f WHERE NOT EXISTS (SELECT 1 FROM {d} d WHERE d.{dc} = f.{c})"
-        ).format(f=sql.Identifier(fact), d=sql.Identifier(dim), dc=sql.Identifier(dim_col), c=sql.Identifier(col.name))
-        out[col.name] = conn.execute(query).fetchone()[0]
-    return out
+        alias = sql.Identifier(f"d{i}")
+        joins.append(sql.SQL("LEFT JOIN {d} AS {a} ON {a}.{dc} = f.{c}").format(
+            d=sql.Identifier(TABLE_SCHEMA, dim), a=alias, dc=sql.Identifier(dim_col), c=sql.Identifier(col.name)))
+        counts.append(sql.SQL("count(*) FILTER (WHERE f.{c} IS NOT NULL AND {a}.{dc} IS NULL)").format(
+            c=sql.Identifier(col.name), a=alias, dc=sql.Identifier(dim_col)))
+    where, params = sql.SQL(""), ()
+    if key_range is not None:
+        where = sql.SQL("WHERE f.{sk} > %s AND f.{sk} <= %s").format(sk=sql.Identifier(target.surrogate_key))
+        params = key_range
+    query = sql.SQL("SELECT count(*), {counts} FROM {fact} AS f {joins} {where}").format(
+        counts=sql.SQL(", ").join(counts), fact=sql.Identifier(TABLE_SCHEMA, fact),
+        joins=sql.SQL(" ").join(joins), where=where)
+    row = conn.execute(query, params).fetchone()
+    return int(row[0]), {col.name: int(n) for col, n in zip(fks, row[1:])}
+
+
+# Durable high-water marks of incremental checks: per (check, table), the surrogate key through which the
+# check last passed, and the table's relfilenode then (TRUNCATE, as in a rebuild, gives the table a new
+# one and restarts the identity, so a changed relfilenode means "check everything again").
+CHECK_STATE = sql.Identifier(META_SCHEMA, "check_state")
+REFERENCES_CHECK = "references_resolve"
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    fact: str
+    full: bool                  # every row was examined (first evaluation, after a rebuild, or asked for)
+    checked_after: int          # surrogate keys examined: (checked_after, checked_through]
+    checked_through: int
+    rows_checked: int
+    dangling: dict[str, int]    # per FK column
+
+    @property
+    def passed(self) -> bool:
+        return not any(self.dangling.values())
+
+    @property
+    def dangling_total(self) -> int:
+        return sum(self.dangling.values())
+
+
+def _ensure_check_state(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))  # concurrent CREATEs would collide
+        conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (check_name text NOT NULL, table_name text NOT NULL, "
+            "checked_through bigint NOT NULL, relfilenode oid NOT NULL, rows_checked bigint NOT NULL, "
+            "checked_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (check_name, table_name))"
+        ).format(CHECK_STATE))
+
+
+def _reference_bounds(conn: psycopg.Connection, fact: str) -> tuple[int, int, int | None, int | None]:
+    """(highest surrogate key, relfilenode, recorded high-water mark, recorded relfilenode), read while no
+    load of the fact is in flight: SHARE mode waits for open inserts to commit, so every key up to the
+    highest one is visible (identity values are drawn before commit, possibly out of commit order)."""
+    target = TARGET_TABLES[fact]
+    with conn.transaction():
+        conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(TABLE_SCHEMA, fact)))
+        row = conn.execute(sql.SQL(
+            "SELECT (SELECT coalesce(max({sk}), 0) FROM {fact}), pg_relation_filenode(%s::regclass), "
+            "s.checked_through, s.relfilenode "
+            "FROM (SELECT 1) AS one LEFT JOIN {state} AS s ON s.check_name = %s AND s.table_name = %s"
+        ).format(sk=sql.Identifier(target.surrogate_key), fact=sql.Identifier(TABLE_SCHEMA, fact),
+                 state=CHECK_STATE),
+            (f"{TABLE_SCHEMA}.{fact}", REFERENCES_CHECK, fact)).fetchone()
+    high, filenode, mark, mark_filenode = row
+    return int(high), int(filenode), (None if mark is None else int(mark)), (
+        None if mark_filenode is None else int(mark_filenode))
+
+
+def check_references(conn: psycopg.Connection, fact: str, *, full: bool = False) -> ReferenceCheck:
+    """The `references_resolve` check, incremental: only fact rows loaded since its last passing evaluation.
+
+    Facts are append-only with an increasing surrogate key, so the rows after the recorded high-water mark
+    are exactly the new ones. The mark (in `totesys_meta.check_state`, created here if missing) advances
+    only when the check passes, so a failure is reported again until fixed. The first evaluation, one after
+    the table was truncated (a rebuild), or `full=True` examine every row. With nothing new this costs one
+    small query. Commits its own transactions: call it on an idle connection.
+    """
+    if fact not in FACT_SOURCES:
+        raise ValueError(f"unknown fact {fact!r}; expected one of: {', '.join(FACT_SOURCES)}")
+    try:
+        bounds = _reference_bounds(conn, fact)
+    except psycopg.errors.UndefinedTable:
+        _ensure_check_state(conn)
+        bounds = _reference_bounds(conn, fact)
+    high, filenode, mark, mark_filenode = bounds
+    if full or mark is None or mark_filenode != filenode or mark > high:
+        low, full = 0, True
+    else:
+        low = mark
+    if high > low:
+        with conn.transaction():
+            rows, dangling = _count_dangling(conn, fact, None if full else (low, high))
+    else:
+        rows, dangling = 0, {c.name: 0 for c in TARGET_TABLES[fact].columns if c.references}
+    result = ReferenceCheck(fact, full, low, high, rows, dangling)
+    if result.passed and (mark is None or mark_filenode != filenode or high != mark):
+        with conn.transaction():
+            # Never moves a mark back (a concurrent evaluation may have gone further on the same table).
+            conn.execute(sql.SQL(
+                "INSERT INTO {state} AS s (check_name, table_name, checked_through, relfilenode, rows_checked) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (check_name, table_name) DO UPDATE SET "
+                "checked_through = CASE WHEN s.relfilenode = EXCLUDED.relfilenode "
+                "THEN greatest(s.checked_through, EXCLUDED.checked_through) ELSE EXCLUDED.checked_through END, "
+                "relfilenode = EXCLUDED.relfilenode, rows_checked = EXCLUDED.rows_checked, checked_at = now()"
+            ).format(state=CHECK_STATE), (REFERENCES_CHECK, fact, high, filenode, rows))
+    return result
 
 
 DIMENSION_SOURCES = {
