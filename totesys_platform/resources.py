@@ -16,7 +16,7 @@ from typing import Iterator
 import dagster as dg
 import psycopg
 
-from totesys_platform.lake.store import LakeStore
+from totesys_platform.lake.store import LakeStore, S3Timeouts
 from totesys_platform.secrets import resolve_db_url
 from totesys_platform.settings import Settings, redact_url
 
@@ -61,18 +61,37 @@ class LakeResource(dg.ConfigurableResource):
     ingestion_url: str
     processed_url: str
     aws_endpoint_url: str = ""
+    # A hung S3 call fails after about attempts x timeout (plus backoff) instead of holding the run.
+    s3_read_timeout_seconds: float = S3Timeouts.read_seconds
+    s3_max_attempts: int = S3Timeouts.max_attempts
+
+    def _store(self, url: str, setting: str) -> LakeStore:
+        timeouts = S3Timeouts(read_seconds=self.s3_read_timeout_seconds, max_attempts=self.s3_max_attempts)
+        return LakeStore.from_url(url, endpoint_url=self.aws_endpoint_url or None, setting=setting, s3_timeouts=timeouts)
 
     def ingestion(self) -> LakeStore:
-        return LakeStore.from_url(
-            self.ingestion_url, endpoint_url=self.aws_endpoint_url or None, setting="LAKE_INGESTION_URL")
+        return self._store(self.ingestion_url, "LAKE_INGESTION_URL")
 
     def processed(self) -> LakeStore:
-        return LakeStore.from_url(
-            self.processed_url, endpoint_url=self.aws_endpoint_url or None, setting="LAKE_PROCESSED_URL")
+        return self._store(self.processed_url, "LAKE_PROCESSED_URL")
 
 
 def _env_or(name: str, default: str) -> str | dg.EnvVar:
     return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def _positive_env(name: str, default: float, kind: type = float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        noun = "whole number" if kind is int else "number"
+        raise ValueError(f"{name} must be a positive {noun}, got {raw!r}; fix or unset it (default {default})")
+    return value
 
 
 def build_resources() -> dict[str, object]:
@@ -87,6 +106,8 @@ def build_resources() -> dict[str, object]:
             ingestion_url=_env_or("LAKE_INGESTION_URL", defaults.lake_ingestion_url),
             processed_url=_env_or("LAKE_PROCESSED_URL", defaults.lake_processed_url),
             aws_endpoint_url=_env_or("AWS_ENDPOINT_URL", ""),
+            s3_read_timeout_seconds=_positive_env("LAKE_S3_READ_TIMEOUT_SECONDS", S3Timeouts.read_seconds),
+            s3_max_attempts=int(_positive_env("LAKE_S3_MAX_ATTEMPTS", S3Timeouts.max_attempts, int)),
         ),
         "warehouse": WarehouseDatabase(db_url=warehouse_url),
         "warehouse_io_manager": WarehouseIOManager(db_url=warehouse_url),

@@ -461,3 +461,39 @@ def test_orphan_files_are_the_unreferenced_data_files(lake):
 def test_table_names_are_checked():
     with pytest.raises(ValueError, match="invalid lake table name"):
         TableLog(LocalLakeStore("/tmp/unused-" + uuid.uuid4().hex), "Bad/Name")
+
+
+@pytest.fixture
+def silent_endpoint():
+    """A loopback TCP server that accepts connections and never answers: a hung S3 endpoint."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+@pytest.mark.timeout(60)  # without the bound, botocore's defaults would hold the call for minutes
+def test_a_hung_s3_endpoint_fails_the_call_within_its_configured_bound(silent_endpoint, monkeypatch):
+    from totesys_platform.resources import LakeResource, build_resources
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-2")
+    lake = LakeResource(ingestion_url="s3://hung-bucket/ingestion", processed_url="s3://hung-bucket/processed",
+                        aws_endpoint_url=silent_endpoint, s3_read_timeout_seconds=1, s3_max_attempts=2)
+    store = lake.ingestion()
+    assert store.client.meta.config.read_timeout == 1
+    assert store.client.meta.config.retries["total_max_attempts"] == 2
+    with pytest.raises(LakeUnavailableError, match=r"cannot reach S3 to .* \(LAKE_INGESTION_URL=s3://hung-bucket/ingestion"):
+        store.read_bytes("_manifests/x/_latest")
+
+    monkeypatch.setenv("LAKE_S3_READ_TIMEOUT_SECONDS", "2.5")
+    monkeypatch.setenv("LAKE_S3_MAX_ATTEMPTS", "4")
+    configured = build_resources()["lake"]
+    assert (configured.s3_read_timeout_seconds, configured.s3_max_attempts) == (2.5, 4)
+    monkeypatch.setenv("LAKE_S3_MAX_ATTEMPTS", "lots")
+    with pytest.raises(ValueError, match="LAKE_S3_MAX_ATTEMPTS must be a positive whole number, got 'lots'"):
+        build_resources()

@@ -92,6 +92,16 @@ def write_parquet_file(path: str | Path, batches: Iterable[pa.RecordBatch], sche
     return rows
 
 
+@dataclass(frozen=True)
+class S3Timeouts:
+    """How long one S3 call may wait: a hung endpoint fails the call after about
+    max_attempts x (connect or read timeout) plus botocore's backoff, never later."""
+
+    connect_seconds: float = 5
+    read_seconds: float = 30
+    max_attempts: int = 3
+
+
 class LakeStore(ABC):
     """A lake zone root. Build one with ``LakeStore.from_url``."""
 
@@ -99,11 +109,12 @@ class LakeStore(ABC):
     setting: str | None = None  # the configuration variable the URL came from, for error messages
 
     @staticmethod
-    def from_url(url: str, *, endpoint_url: str | None = None, setting: str | None = None) -> "LakeStore":
+    def from_url(url: str, *, endpoint_url: str | None = None, setting: str | None = None,
+                 s3_timeouts: "S3Timeouts | None" = None) -> "LakeStore":
         """A store for ``file:///folder`` or ``s3://bucket/prefix``; ValueError for any other scheme.
 
         `setting` names the configuration variable the URL came from (e.g. LAKE_INGESTION_URL), so
-        error messages can say what to fix.
+        error messages can say what to fix. `s3_timeouts` bound how long an S3 call may hang.
         """
         parts = urlsplit(url)
         if parts.scheme == "file":
@@ -115,7 +126,10 @@ class LakeStore(ABC):
         if parts.scheme == "s3":
             if not parts.netloc:
                 raise ValueError(f"lake URL {redact_url(url)!r}: an s3:// URL needs a bucket (s3://bucket/prefix)")
-            return S3LakeStore(parts.netloc, unquote(parts.path), endpoint_url=endpoint_url, setting=setting)
+            timeouts = s3_timeouts or S3Timeouts()
+            return S3LakeStore(parts.netloc, unquote(parts.path), endpoint_url=endpoint_url, setting=setting,
+                               connect_timeout=timeouts.connect_seconds, read_timeout=timeouts.read_seconds,
+                               max_attempts=timeouts.max_attempts)
         raise ValueError(
             f"lake URL {redact_url(url)!r}: unsupported scheme {parts.scheme!r}; use file:///folder or s3://bucket/prefix"
         )
@@ -354,9 +368,9 @@ class S3LakeStore(LakeStore):
         page_size: int = 1000,
         multipart_threshold: int = 64 * 1024 * 1024,
         part_size: int = 16 * 1024 * 1024,
-        connect_timeout: float = 5,
-        read_timeout: float = 60,
-        max_attempts: int = 5,
+        connect_timeout: float = S3Timeouts.connect_seconds,
+        read_timeout: float = S3Timeouts.read_seconds,
+        max_attempts: int = S3Timeouts.max_attempts,
     ):
         from botocore.config import Config
 
@@ -374,7 +388,7 @@ class S3LakeStore(LakeStore):
         config = Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            retries={"max_attempts": max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},  # the first try included
         )
         self.client = _boto3_session().client("s3", endpoint_url=endpoint_url, config=config)
 
