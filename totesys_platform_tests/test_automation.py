@@ -107,9 +107,10 @@ def test_the_tick_job_leaves_whole_history_checks_and_the_report_to_the_hourly_j
     etl = nodes("totesys_etl")
     assert "warehouse__fact_sales_order" in etl and "warehouse__fact_sales_order_references_resolve" in etl
     assert "analytics__sales_report" not in etl
-    assert not any(n.endswith("fact_history_matches_lake") for n in etl)
+    assert not any(n.endswith(("fact_history_matches_lake", "source_matches_lake")) for n in etl)
     hourly = nodes("validate_and_report")
-    assert {"analytics__sales_report", "warehouse__fact_payment_fact_history_matches_lake"} <= hourly
+    assert {"analytics__sales_report", "warehouse__fact_payment_fact_history_matches_lake",
+            "lake__ingestion__sales_order_source_matches_lake"} <= hourly
     assert "extract_totesys" not in hourly
     schedules = {s.name: s for s in defs.schedules}
     assert schedules["validate_and_report_hourly"].cron_schedule == "5 * * * *"

@@ -112,17 +112,20 @@ def open_late_transaction(url: str, writer_now: datetime, rng: random.Random) ->
         {"t": late, "units": rng.randint(1000, 100_000)},
     )
     # Late updates of existing rows too (a payment and a purchase order, both far from the writer's picks).
+    # Like every correct writer they move the row's last_updated forward (the contract; a row already
+    # changed later is left alone): extraction refuses a change that does not (VersionOrderError).
     conn.execute(
-        "UPDATE payment SET paid = NOT paid, last_updated = %s WHERE payment_id = %s",
-        (late, rng.randint(1, 50)),
+        "UPDATE payment SET paid = NOT paid, last_updated = %s WHERE payment_id = %s AND last_updated < %s",
+        (late, rng.randint(1, 50), late),
     )
     # Updated twice in the same transaction: the first version is written but never current in any snapshot.
     order = rng.randint(1, 20)
     for quantity in (rng.randint(1, 1000), rng.randint(1, 1000)):
         late += timedelta(milliseconds=1)
         conn.execute(
-            "UPDATE purchase_order SET item_quantity = %s, last_updated = %s WHERE purchase_order_id = %s",
-            (quantity, late, order),
+            "UPDATE purchase_order SET item_quantity = %s, last_updated = %s WHERE purchase_order_id = %s "
+            "AND last_updated < %s",
+            (quantity, late, order, late),
         )
     return conn
 

@@ -12,6 +12,7 @@ from totesys_platform.automation.checks import (
     FACT_HISTORY_CHECKS, RECONCILIATION_CHECKS, REFERENTIAL_CHECKS, SCHEMA_CHECKS,
 )
 from totesys_platform.automation.observability import configure_run_logging
+from totesys_platform.automation.source_checks import SOURCE_CHECKS
 from totesys_platform.lake.ingestion.assets import ingestion_key
 from totesys_platform.lake.processed.assets import processed_key
 from totesys_platform.lake.processed.transforms import PROCESSED_SPECS
@@ -63,10 +64,11 @@ FULL_REFERENCE_SCAN = {"ops": {c.node_def.name: {"config": {"full_scan": True}} 
 validate_and_report = dg.define_asset_job(
     "validate_and_report",
     selection=dg.AssetSelection.assets(REPORT_KEY)
-    | dg.AssetSelection.checks(*FACT_HISTORY_CHECKS, *REFERENTIAL_CHECKS, *RECONCILIATION_CHECKS, *SCHEMA_CHECKS),
+    | dg.AssetSelection.checks(
+        *FACT_HISTORY_CHECKS, *REFERENTIAL_CHECKS, *RECONCILIATION_CHECKS, *SCHEMA_CHECKS, *SOURCE_CHECKS),
     description=(
         "Whole-history checks of the warehouse against the lake (references_resolve over every fact row), "
-        "schema-drift checks, and the sales report."
+        "of the lake against the source (source_matches_lake), schema-drift checks, and the sales report."
     ),
     executor_def=dg.in_process_executor,
     config={**FULL_REFERENCE_SCAN, **RUN_LOGGING.run_config},
