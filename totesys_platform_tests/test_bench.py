@@ -86,7 +86,7 @@ def test_report_names_machine_commands_targets_and_lake(tiny_report):
                    "No-change forced CLI run under 8 s", "under 1 GiB", "compressed Parquet"):
         assert target in report
     assert re.search(r"PostgreSQL \d+\.\d+", report) and "CPUs" in report and "GiB RAM" in report
-    assert "dagster asset materialize -m totesys_platform.definitions --select" in report
+    assert "dagster job execute -m totesys_platform.definitions -j totesys_etl" in report
     assert results["scales"][0]["lake"]["ingestion"]["files"] > 0
     assert "UNCOMPRESSED" not in results["scales"][0]["lake"]["ingestion"]["codecs"]
     assert (results_dir / "plot.png").stat().st_size > 0
