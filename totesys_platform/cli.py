@@ -191,10 +191,19 @@ def _stack(args) -> int:
     return 0
 
 
+def _totesys_url(args) -> str:
+    """--db-url, else TOTESYS_DB_URL (else the local stack's); an aws-secretsmanager: reference is resolved."""
+    from totesys_platform.secrets import resolve_db_url
+
+    if args.db_url:
+        return resolve_db_url(args.db_url, setting="--db-url")
+    return resolve_db_url(settings.Settings.from_env().totesys_db_url, setting="TOTESYS_DB_URL")
+
+
 def _seed(args) -> int:
     from totesys_platform.source import simulator
 
-    url = args.db_url or settings.Settings.from_env().totesys_db_url
+    url = _totesys_url(args)
     simulator.seed(url, scale=args.scale, seed=args.seed, end=args.end, progress=say)
     return 0
 
@@ -202,7 +211,7 @@ def _seed(args) -> int:
 def _simulate(args) -> int:
     from totesys_platform.source.simulator import Simulator
 
-    url = args.db_url or settings.Settings.from_env().totesys_db_url
+    url = _totesys_url(args)
     with Simulator(url, seed=args.seed, orders_per_minute=args.orders_per_minute, update_rate=args.update_rate,
                    reference_update_rate=args.reference_update_rate, new_design_rate=args.new_design_rate,
                    business_hours_only=args.business_hours_only) as sim:
@@ -229,11 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     from totesys_platform.source.simulator import SimulatorError
 
     from totesys_platform.lake.store import LakeError
+    from totesys_platform.secrets import SecretResolutionError
 
     handler = {"stack": _stack, "seed": _seed, "simulate": _simulate, "run": _run, "lake": _lake}[args.command]
     try:
         return handler(args)
-    except (SimulatorError, StackError, LaunchError, LakeError, ValueError) as err:
+    except (SimulatorError, StackError, LaunchError, LakeError, SecretResolutionError, ValueError) as err:
         print(f"totesys-platform: error: {err}", file=sys.stderr, flush=True)
         return 1
     except psycopg.Error as err:

@@ -481,3 +481,18 @@ def test_the_grants_shown_in_docs_reliability_are_those_the_deploy_scripts_run()
     shown = [line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("--")]
     assert len(shown) >= 8
     assert [line for line in shown if line not in shipped] == []
+
+
+def test_the_seeding_cli_resolves_a_secret_reference_and_names_a_missing_one(secrets_manager, totesys_url, monkeypatch,
+                                                                            capsys):
+    from totesys_platform import cli
+
+    name = secrets_manager(totesys_url)
+    monkeypatch.setenv("TOTESYS_DB_URL", f"aws-secretsmanager:{name}")
+    assert cli.main(["seed", "--scale", "0.001"]) == 0
+    with psycopg.connect(totesys_url) as conn:
+        assert conn.execute("SELECT count(*) FROM currency").fetchone()[0] > 0
+
+    assert cli.main(["seed", "--scale", "0.001", "--db-url", "aws-secretsmanager:no-such-secret"]) == 1
+    error = capsys.readouterr().err
+    assert "no-such-secret" in error and "--db-url" in error and "Traceback" not in error
