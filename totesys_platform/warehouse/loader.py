@@ -17,8 +17,9 @@ which leaves the target exactly as it was.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
 from contextlib import contextmanager
-
 from dataclasses import dataclass
 from typing import Literal
 
@@ -143,13 +144,28 @@ def load_table(conn: psycopg.Connection, table: str, data: pa.Table, mode: Mode)
     try:
         staging = _stage(conn, target, data)
         if target.kind == "fact":
-            _check_version_conflicts(conn, target, staging)
-            _check_references(conn, target, staging)
-            if data.num_rows >= BULK_ROWS:
-                with _foreign_keys_validated_once(conn, target):
-                    inserted, unchanged = _merge_versions(conn, target, staging)
-            else:
+            # Loads of one fact take turns (until commit): the kind of load decided below stays true, and two
+            # bulk loads cannot deadlock upgrading their locks on the table.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_fact_lock_key(target.name),))
+            kind = _load_kind(conn, target, data.num_rows)
+            if kind != "tick":
+                # Readers wait until commit, as they would for the DROPs below anyway.
+                conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                    sql.Identifier(TABLE_SCHEMA, target.name)))
+            if kind == "tick":
+                _check_version_conflicts(conn, target, staging)
+                _check_references(conn, target, staging)
                 inserted, unchanged = _merge_versions(conn, target, staging)
+            else:
+                with _memory_raised(conn):
+                    # Into an empty table the version key, added back after the insert, refuses two rows for
+                    # one version; only if it does are the staged rows checked, to name them. Likewise no
+                    # `_check_references` up front: adding the foreign keys back validates the same rows.
+                    if kind == "bulk":
+                        _check_version_conflicts(conn, target, staging)
+                    with (_foreign_keys_validated_once(conn, target, staging),
+                          _indexes_built_after(conn, target, staging, version_key=kind == "initial")):
+                        inserted, unchanged = _merge_versions(conn, target, staging, kind)
             updated = 0
         else:
             inserted, updated, unchanged = _merge_upsert(conn, target, staging)
@@ -261,50 +277,168 @@ def _check_references(conn: psycopg.Connection, target: TargetTable, staging: sq
             "before the facts (contract rule 7) or fix the processed data; nothing was merged")
 
 
-# From this many staged fact rows on, foreign keys are checked once for the whole table instead of per row.
+# How a fact batch is merged (`_load_kind`):
+# - "tick": into a table already holding more than BULK_TABLE_RATIO times the batch's rows, or a batch under
+#   BULK_ROWS: one INSERT that maintains the table's indexes and checks its foreign keys row by row.
+# - "bulk" (a big catch-up): the foreign keys and the plain secondary indexes are set aside, the rows inserted,
+#   then the indexes built and the keys validated once over the whole table.
+# - "initial" (the fact is empty: a first load or a rebuild): as "bulk", and the version key's UNIQUE
+#   constraint is also set aside and added back (its index built by one sort, uniqueness checked there).
+# Everything happens in the caller's transaction, so a failure leaves the table as it was. Measured at scale
+# 10, 158,500 payments into an empty fact: 4.3 s with only the foreign keys set aside, 1.8 s like this.
 BULK_ROWS = 20_000
+BULK_TABLE_RATIO = 4
+# Memory for a bulk load's sorts and hashes and for its index builds (SET LOCAL for the bulk load only, never
+# lowered): with PostgreSQL's defaults (4 MB, 64 MB) they spill to disk from about 50,000 rows.
+BULK_SETTINGS_KB = {"work_mem": 64 * 1024, "maintenance_work_mem": 256 * 1024}
+
+LoadKind = Literal["tick", "bulk", "initial"]
+
+
+def _fact_lock_key(table: str) -> int:
+    """The advisory lock key that serialises the loads of one fact (a stable signed 64-bit number)."""
+    return int.from_bytes(hashlib.sha256(f"totesys_platform.loader:{table}".encode()).digest()[:8], "big", signed=True)
+
+
+def _load_kind(conn: psycopg.Connection, target: TargetTable, rows: int) -> LoadKind:
+    """"tick", "bulk" or "initial" for `rows` staged rows (see above). Counts at most the rows that decide
+    it, so it costs little on a large table."""
+    limit = rows * BULK_TABLE_RATIO + 1 if rows >= BULK_ROWS else 1
+    existing = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT FROM {} LIMIT %s) AS present").format(
+        sql.Identifier(TABLE_SCHEMA, target.name)), (limit,)).fetchone()[0]
+    if existing == 0:
+        return "initial"
+    return "bulk" if existing < limit and rows >= BULK_ROWS else "tick"
 
 
 @contextmanager
-def _foreign_keys_validated_once(conn: psycopg.Connection, target: TargetTable) -> Iterator[None]:
+def _memory_raised(conn: psycopg.Connection) -> Iterator[None]:
+    """Raise the BULK_SETTINGS_KB settings that are lower for the rest of the transaction, then put them back."""
+    current = dict(conn.execute(
+        "SELECT name, setting::bigint FROM pg_settings WHERE name = ANY(%s) AND unit = 'kB'",
+        (list(BULK_SETTINGS_KB),)).fetchall())
+    raised = {name: kb for name, kb in BULK_SETTINGS_KB.items() if name in current and current[name] < kb}
+    for name, kb in raised.items():
+        conn.execute("SELECT set_config(%s, %s, true)", (name, f"{kb}kB"))
+    yield
+    for name in raised:
+        conn.execute("SELECT set_config(%s, %s, true)", (name, f"{current[name]}kB"))
+
+
+@contextmanager
+def _foreign_keys_validated_once(
+    conn: psycopg.Connection, target: TargetTable, staging: sql.Identifier
+) -> Iterator[None]:
     """Drop the fact's foreign keys around a bulk insert and add them back, in the caller's transaction.
 
     PostgreSQL checks a foreign key with one trigger query per inserted row (about two thirds of a bulk
     fact load, measured); adding the constraint back validates every row with one set-based join
-    instead. The staged rows were already checked by `_check_references`, and the whole transaction
-    rolls back if the validation fails, so the table never holds an unchecked row. The ALTERs lock the
-    fact table until commit: readers wait during a bulk load (an initial load or a catch-up).
+    instead. That validation is the reference check of a bulk load: if it fails, `_check_references`
+    runs on the staged rows to name the dangling values and keys, and the caller rolls the whole
+    transaction back, so the table never holds an unchecked row. The ALTERs lock the fact table until
+    commit: readers wait during a bulk load (an initial load or a catch-up).
     """
     fks = [(f"{target.name}_{c.name}_fkey", c.name, *c.references.split(".")) for c in target.columns if c.references]
     table = sql.Identifier(TABLE_SCHEMA, target.name)
     for name, *_ in fks:
         conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(name)))
     yield
-    for name, column, ref_table, ref_column in fks:
-        conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})").format(
-            table, sql.Identifier(name), sql.Identifier(column), sql.Identifier(TABLE_SCHEMA, ref_table),
-            sql.Identifier(ref_column)))
+    try:
+        with conn.transaction():  # a savepoint, so the staged rows can still be read after a violation
+            for name, column, ref_table, ref_column in fks:
+                conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})").format(
+                    table, sql.Identifier(name), sql.Identifier(column), sql.Identifier(TABLE_SCHEMA, ref_table),
+                    sql.Identifier(ref_column)))
+    except psycopg.errors.ForeignKeyViolation:
+        _check_references(conn, target, staging)  # raises, naming column, value and keys
+        raise
 
 
-def _merge_versions(conn: psycopg.Connection, target: TargetTable, staging: sql.Identifier) -> tuple[int, int]:
+@contextmanager
+def _indexes_built_after(
+    conn: psycopg.Connection, target: TargetTable, staging: sql.Identifier, *, version_key: bool
+) -> Iterator[None]:
+    """Drop the fact's plain secondary indexes (and, with `version_key`, its version key's UNIQUE constraint)
+    around a bulk insert, then build them again, in the caller's transaction.
+
+    Inserting a row updates every index of the table (12 per fact); building an index once over the loaded
+    table sorts instead, several times cheaper for a big batch. The definitions (and comments) are read from
+    the catalog (`pg_get_indexdef`, `pg_get_constraintdef`), so whatever indexes the table has are restored
+    as they were. Kept in place: the primary key (record ids only grow, so it is cheap to maintain), the
+    version key unless `version_key` (the merge's anti-join probes it), other unique or constraint indexes,
+    and clustered, invalid or non-default-tablespace ones. A failure before they are back leaves the caller
+    a transaction to roll back, which restores them with the rows. The DROPs lock the table until commit,
+    like the foreign-key lever.
+    """
+    table = sql.Identifier(TABLE_SCHEMA, target.name)
+    indexes = conn.execute("""
+        SELECT n.nspname, c.relname, pg_get_indexdef(i.indexrelid), obj_description(i.indexrelid, 'pg_class')
+        FROM pg_index AS i
+        JOIN pg_class AS c ON c.oid = i.indexrelid
+        JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE i.indrelid = format('%%I.%%I', %s::text, %s::text)::regclass
+          AND NOT i.indisunique AND NOT i.indisprimary AND NOT i.indisexclusion AND NOT i.indisclustered
+          AND i.indisvalid AND i.indisready AND c.reltablespace = 0
+          AND NOT EXISTS (SELECT FROM pg_constraint AS k WHERE k.conindid = i.indexrelid)
+        ORDER BY c.relname
+    """, (TABLE_SCHEMA, target.name)).fetchall()
+    constraints = conn.execute("""
+        SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+        WHERE conrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND contype = 'u' AND conname = %s
+    """, (TABLE_SCHEMA, target.name, f"{target.name}_version_key")).fetchall() if version_key else []
+    for name, _ in constraints:
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(name)))
+    for schema, name, _, _ in indexes:
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name)))
+    yield
+    # The definitions are the catalog's own SQL text for these objects, never anything from the data.
+    try:
+        with conn.transaction():  # a savepoint, so the staged rows can still be read after a violation
+            for name, definition in constraints:
+                conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    table, sql.Identifier(name), sql.SQL(definition)))
+    except psycopg.errors.UniqueViolation:
+        _check_version_conflicts(conn, target, staging)  # raises, naming the versions
+        raise
+    for schema, name, definition, comment in indexes:
+        conn.execute(sql.SQL(definition))
+        if comment is not None:
+            conn.execute(sql.SQL("COMMENT ON INDEX {} IS {}").format(
+                sql.Identifier(schema, name), sql.Literal(comment)))
+
+
+def _merge_versions(
+    conn: psycopg.Connection, target: TargetTable, staging: sql.Identifier, kind: LoadKind = "tick"
+) -> tuple[int, int]:
+    """Insert the staged versions the fact does not hold yet, oldest first; return (inserted, unchanged).
+
+    Loads of one fact take turns (`load_table`), so the anti-join alone is exact: a "tick" keeps ON CONFLICT
+    only as a safety net against a writer outside the loader. A "bulk" or "initial" load holds the table's
+    ACCESS EXCLUSIVE lock, so there is none: it leaves out the arbiter (a second probe of the version key
+    per row), and into an empty table ("initial") there is nothing to anti-join against either.
+    """
     natural, date_col, time_col = target.version_key
+    nk, d, t = sql.Identifier(natural), sql.Identifier(date_col), sql.Identifier(time_col)
+    target_table_ = sql.Identifier(TABLE_SCHEMA, target.name)
     statement = sql.SQL("""
         WITH versions AS (
             SELECT DISTINCT {cols} FROM {staging}
         ), written AS (
-            -- The anti-join skips known versions without drawing record ids (no gaps on reruns);
-            -- ON CONFLICT still covers a concurrent loader inserting the same version.
             INSERT INTO {target} ({cols})
             SELECT {cols} FROM versions AS v
-            WHERE NOT EXISTS (SELECT 1 FROM {target} AS f WHERE f.{nk} = v.{nk} AND f.{d} = v.{d} AND f.{t} = v.{t})
+            {anti_join}
             ORDER BY {d}, {t}, {nk}
-            ON CONFLICT ({nk}, {d}, {t}) DO NOTHING
+            {on_conflict}
             RETURNING 1
         )
         SELECT (SELECT count(*) FROM versions), (SELECT count(*) FROM written)
     """).format(
-        cols=_cols(target.column_names), staging=staging, target=sql.Identifier(TABLE_SCHEMA, target.name),
-        nk=sql.Identifier(natural), d=sql.Identifier(date_col), t=sql.Identifier(time_col),
+        cols=_cols(target.column_names), staging=staging, target=target_table_, nk=nk, d=d, t=t,
+        # The anti-join skips known versions without drawing record ids (no gaps on reruns).
+        anti_join=sql.SQL("") if kind == "initial" else sql.SQL(
+            "WHERE NOT EXISTS (SELECT 1 FROM {} AS f WHERE f.{nk} = v.{nk} AND f.{d} = v.{d} AND f.{t} = v.{t})"
+        ).format(target_table_, nk=nk, d=d, t=t),
+        on_conflict=sql.SQL("ON CONFLICT ({}, {}, {}) DO NOTHING").format(nk, d, t) if kind == "tick" else sql.SQL(""),
     )
     distinct, inserted = conn.execute(statement).fetchone()
     return inserted, distinct - inserted
