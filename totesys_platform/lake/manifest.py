@@ -161,7 +161,9 @@ class TableLog:
             return None
         entry = self._read_entry(seq)
         if entry is None:  # cannot happen with write-once entries; say so rather than return a wrong answer
-            raise LakeError(f"manifest {self.store.uri(self.entry_key(seq))} disappeared while being read")
+            raise LakeError(
+                f"manifest {self.store.uri(self.entry_key(seq))} disappeared while being read: the zone was deleted or "
+                "restored during the run; rerun once the lake is stable")
         return entry
 
     def entries(self, after_seq: int = 0) -> list[ManifestEntry]:
@@ -206,8 +208,9 @@ class TableLog:
             raise ValueError(f"rows must be >= 0, got {rows}")
         if expected_prev_seq > 0 and not self.store.exists(self.entry_key(expected_prev_seq)):
             raise LakeError(
-                f"cannot commit {self.table} seq {expected_prev_seq + 1}: previous seq {expected_prev_seq} does not "
-                f"exist in {self.store.url} (read latest() and commit after it)"
+                f"cannot commit {self.table} seq {expected_prev_seq + 1}: the entry it follows, seq {expected_prev_seq}, "
+                f"is no longer in {self.store.url} (the zone was deleted or restored while this run was writing); "
+                "nothing was committed: rerun, and check that nothing else cleans or restores the lake during runs"
             )
         if file is not None and not self.store.exists(file):
             raise LakeError(f"cannot commit {self.table}: its data file {self.store.uri(file)} was not written")
