@@ -497,3 +497,36 @@ def test_a_hung_s3_endpoint_fails_the_call_within_its_configured_bound(silent_en
     monkeypatch.setenv("LAKE_S3_MAX_ATTEMPTS", "lots")
     with pytest.raises(ValueError, match="LAKE_S3_MAX_ATTEMPTS must be a positive whole number, got 'lots'"):
         build_resources()
+
+
+def test_clean_orphans_deletes_only_old_unreferenced_files_in_both_zones(tmp_path, monkeypatch, capsys):
+    from totesys_platform import cli
+
+    ingestion, processed = LocalLakeStore(tmp_path / "ingestion"), LocalLakeStore(tmp_path / "processed")
+    table = pa.table({"x": [1]})
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    committed = data_file_key("currency", now - timedelta(days=3))
+    old_orphan = data_file_key("currency", now - timedelta(days=2))
+    young_orphan = data_file_key("currency", now - timedelta(minutes=5))  # maybe a run still writing
+    processed_orphan = data_file_key("dim_currency", now - timedelta(days=2))
+    odd_name = "currency/2026/01/01/written_by_hand.parquet"  # no batch time: never deleted by age
+    for store, key in ((ingestion, committed), (ingestion, old_orphan), (ingestion, young_orphan),
+                       (processed, processed_orphan), (ingestion, odd_name)):
+        store.write_parquet(key, table.to_batches(), table.schema)
+    TableLog(ingestion, "currency").commit(file=committed, rows=1, state={}, expected_prev_seq=0)
+    monkeypatch.setenv("LAKE_INGESTION_URL", ingestion.url)
+    monkeypatch.setenv("LAKE_PROCESSED_URL", processed.url)
+
+    assert cli.main(["lake", "clean-orphans", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 unreferenced data file(s)" in out and "would be deleted (dry run)" in out
+    assert ingestion.exists(old_orphan) and processed.exists(processed_orphan)
+
+    assert cli.main(["lake", "clean-orphans"]) == 0
+    assert not ingestion.exists(old_orphan) and not processed.exists(processed_orphan)
+    assert ingestion.exists(committed) and ingestion.exists(young_orphan) and ingestion.exists(odd_name)
+    assert TableLog(ingestion, "currency").read(TableLog(ingestion, "currency").latest()).num_rows == 1
+
+    with pytest.raises(SystemExit):
+        cli.main(["lake", "clean-orphans", "--older-than-hours", "-1"])
+    assert "give a positive number of hours" in capsys.readouterr().err

@@ -75,6 +75,20 @@ def data_file_key(table: str, batch_ts: datetime) -> str:
     return f"{table}/{batch_ts:%Y/%m/%d}/{table}_{batch_ts:%Y%m%dT%H%M%S%f}.parquet"
 
 
+_BATCH_TIME = re.compile(r"_(\d{8}T\d{12})\.parquet$")
+
+
+def batch_time_of(key: str) -> datetime | None:
+    """The batch time (naive UTC) in a data file key made by `data_file_key`, or None if it has none."""
+    match = _BATCH_TIME.search(key)
+    if not match:
+        return None
+    try:
+        return datetime.strptime(match.group(1), "%Y%m%dT%H%M%S%f")
+    except ValueError:
+        return None
+
+
 class TableLog:
     """The commit log of one table in one lake zone."""
 
@@ -190,10 +204,16 @@ class TableLog:
     def referenced_files(self) -> set[str]:
         return {e.file for e in self.entries() if e.file}
 
-    def orphan_files(self) -> list[str]:
-        """Data files under the table's folder that no entry references (failed or losing runs' leftovers)."""
+    def orphan_files(self, written_before: datetime | None = None) -> list[str]:
+        """Data files under the table's folder that no entry references (failed or losing runs' leftovers).
+
+        With `written_before` (naive UTC), only those whose batch time, read from the file name, is earlier:
+        a younger one may belong to a run still writing. A name that does not parse is never listed then."""
         referenced = self.referenced_files()
-        return [k for k in self.store.list_keys(f"{self.table}/") if k.endswith(".parquet") and k not in referenced]
+        orphans = [k for k in self.store.list_keys(f"{self.table}/") if k.endswith(".parquet") and k not in referenced]
+        if written_before is None:
+            return orphans
+        return [k for k in orphans if (ts := batch_time_of(k)) is not None and ts < written_before]
 
     # -- writing
 
