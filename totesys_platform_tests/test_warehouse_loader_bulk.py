@@ -11,7 +11,9 @@ import pytest
 from totesys_platform.warehouse import loader
 from totesys_platform.warehouse.loader import LoadStats, WarehouseLoadError, load_table
 from totesys_platform.warehouse.schema import ensure_schema
-from totesys_platform_tests.test_warehouse_loader import T1, T2, T3, arrow, load_dimensions, rows, sales_row
+from totesys_platform_tests.test_warehouse_loader import (
+    T1, T2, T3, arrow, load_dimensions, rows, sales_row, staff_row,
+)
 
 FACT = "fact_sales_order"
 
@@ -179,17 +181,37 @@ def test_a_failure_after_the_drop_leaves_indexes_constraints_and_rows_as_they_we
     assert catalog(conn) == before
 
 
-@pytest.mark.parametrize("rows_in_batch", [5, 30_000], ids=["small", "bulk"])
-def test_two_loads_of_an_empty_fact_at_once_take_turns(loaded, warehouse_url, rows_in_batch):
+@pytest.mark.parametrize("already_there", [False, True], ids=["empty", "not-empty"])
+def test_a_dimension_upsert_keeps_the_last_row_of_a_key_into_an_empty_table_or_not(warehouse_url, already_there):
+    with psycopg.connect(warehouse_url) as conn:
+        ensure_schema(conn)
+        if already_there:
+            load_table(conn, "dim_staff", arrow("dim_staff", [staff_row(1), staff_row(9)]), "upsert")
+        batch = arrow("dim_staff", [staff_row(i % 3, first_name=f"v{i}") for i in range(9)])
+        stats = load_table(conn, "dim_staff", batch, "upsert")
+        assert stats == (LoadStats("dim_staff", 9, 2, 1, 0) if already_there else LoadStats("dim_staff", 9, 3, 0, 0))
+        assert conn.execute("SELECT staff_id, first_name FROM dim_staff WHERE staff_id < 3 ORDER BY 1").fetchall() == [
+            (0, "v6"), (1, "v7"), (2, "v8")]
+        assert load_table(conn, "dim_staff", batch, "upsert") == LoadStats("dim_staff", 9, 0, 0, 3)
+
+
+@pytest.mark.parametrize("table, rows_in_batch", [(FACT, 5), (FACT, 30_000), ("dim_staff", 5)],
+                         ids=["fact-small", "fact-bulk", "dimension"])
+def test_two_loads_of_an_empty_table_at_once_take_turns(loaded, warehouse_url, table, rows_in_batch):
     """B starts while A's initial load is not committed: B waits, then sees A's rows (no duplicate, no deadlock)."""
-    batch = arrow(FACT, [sales_row(i, T1) for i in range(1, rows_in_batch + 1)])
-    assert load_table(loaded, FACT, batch, "append_versions").inserted == rows_in_batch  # A, not committed
+    if table == FACT:
+        batch, mode = arrow(FACT, [sales_row(i, T1) for i in range(1, rows_in_batch + 1)]), "append_versions"
+    else:
+        loaded.execute("TRUNCATE dim_staff CASCADE")
+        loaded.commit()
+        batch, mode = arrow(table, [staff_row(i) for i in range(1, rows_in_batch + 1)]), "upsert"
+    assert load_table(loaded, table, batch, mode).inserted == rows_in_batch  # A, not committed
     result: dict = {}
 
     def b() -> None:
         try:
             with psycopg.connect(warehouse_url) as conn_b:
-                result["stats"] = load_table(conn_b, FACT, batch, "append_versions")
+                result["stats"] = load_table(conn_b, table, batch, mode)
         except BaseException as err:  # reported by the main thread
             result["error"] = err
 
@@ -207,5 +229,5 @@ def test_two_loads_of_an_empty_fact_at_once_take_turns(loaded, warehouse_url, ro
     thread.join(60)
 
     assert "error" not in result, result.get("error")
-    assert result["stats"] == LoadStats(FACT, rows_in_batch, 0, 0, rows_in_batch)
-    assert loaded.execute("SELECT count(*) FROM fact_sales_order").fetchone() == (rows_in_batch,)
+    assert result["stats"] == LoadStats(table, rows_in_batch, 0, 0, rows_in_batch)
+    assert len(rows(loaded, table, "1")) == rows_in_batch

@@ -9,7 +9,9 @@ Plain psycopg, no Dagster. Two modes, one per kind of table (contract rules 5 an
   rows for the same version in one batch are an error.
 
 Before a fact is merged, every foreign key is checked against the dimensions (one anti-join per key), so a
-dangling reference is reported by table, column, value and natural key rather than as a constraint name.
+dangling reference is reported by table, column, value and natural key rather than as a constraint name. A bulk
+load (into an empty fact, or a big catch-up) instead sets the fact's foreign keys and secondary indexes aside,
+inserts, and restores them, which checks the same once; see `_load_kind`.
 
 The caller owns the transaction: `load_table` never commits, and after any failure the caller rolls back,
 which leaves the target exactly as it was.
@@ -143,10 +145,10 @@ def load_table(conn: psycopg.Connection, table: str, data: pa.Table, mode: Mode)
     _check_transaction(conn, table)
     try:
         staging = _stage(conn, target, data)
+        # Loads of one table take turns (until commit): what the loader finds in the table (empty or not) stays
+        # true until it has merged, and two bulk loads cannot deadlock upgrading their locks on it.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_table_lock_key(target.name),))
         if target.kind == "fact":
-            # Loads of one fact take turns (until commit): the kind of load decided below stays true, and two
-            # bulk loads cannot deadlock upgrading their locks on the table.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_fact_lock_key(target.name),))
             kind = _load_kind(conn, target, data.num_rows)
             if kind != "tick":
                 # Readers wait until commit, as they would for the DROPs below anyway.
@@ -168,7 +170,8 @@ def load_table(conn: psycopg.Connection, table: str, data: pa.Table, mode: Mode)
                         inserted, unchanged = _merge_versions(conn, target, staging, kind)
             updated = 0
         else:
-            inserted, updated, unchanged = _merge_upsert(conn, target, staging)
+            empty = _existing_rows(conn, target, 1) == 0
+            inserted, updated, unchanged = _merge_upsert(conn, target, staging, empty)
         conn.execute(sql.SQL("DROP TABLE {}").format(staging))
     except psycopg.Error as err:
         raise WarehouseLoadError(
@@ -212,9 +215,24 @@ def _cols(names, prefix: str | None = None) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)
 
 
-def _merge_upsert(conn: psycopg.Connection, target: TargetTable, staging: sql.Identifier) -> tuple[int, int, int]:
+def _merge_upsert(
+    conn: psycopg.Connection, target: TargetTable, staging: sql.Identifier, empty: bool = False
+) -> tuple[int, int, int]:
+    """Upsert the staged rows (the last row of a key wins); return (inserted, updated, unchanged).
+
+    Into an `empty` table (a first load or a rebuild; loads of one table take turns) every key is new: a
+    plain INSERT, without the ON CONFLICT arbiter or counting what it wrote (1.6 million transactions: 2.8 s
+    against 5.9 s).
+    """
     key = target.natural_key
     values = [n for n in target.column_names if n != key]
+    if empty:
+        inserted = conn.execute(sql.SQL(
+            "INSERT INTO {target} ({cols}) SELECT DISTINCT ON ({key}) {cols} FROM {staging} "
+            "ORDER BY {key}, {row_order} DESC"
+        ).format(target=sql.Identifier(TABLE_SCHEMA, target.name), cols=_cols(target.column_names),
+                 key=sql.Identifier(key), staging=staging, row_order=sql.Identifier(_ROW_ORDER))).rowcount
+        return inserted, 0, 0
     statement = sql.SQL("""
         WITH latest AS (
             SELECT DISTINCT ON ({key}) {cols} FROM {staging} ORDER BY {key}, {row_order} DESC
@@ -295,17 +313,21 @@ BULK_SETTINGS_KB = {"work_mem": 64 * 1024, "maintenance_work_mem": 256 * 1024}
 LoadKind = Literal["tick", "bulk", "initial"]
 
 
-def _fact_lock_key(table: str) -> int:
-    """The advisory lock key that serialises the loads of one fact (a stable signed 64-bit number)."""
+def _table_lock_key(table: str) -> int:
+    """The advisory lock key that serialises the loads of one table (a stable signed 64-bit number)."""
     return int.from_bytes(hashlib.sha256(f"totesys_platform.loader:{table}".encode()).digest()[:8], "big", signed=True)
 
 
-def _load_kind(conn: psycopg.Connection, target: TargetTable, rows: int) -> LoadKind:
-    """"tick", "bulk" or "initial" for `rows` staged rows (see above). Counts at most the rows that decide
-    it, so it costs little on a large table."""
-    limit = rows * BULK_TABLE_RATIO + 1 if rows >= BULK_ROWS else 1
-    existing = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT FROM {} LIMIT %s) AS present").format(
+def _existing_rows(conn: psycopg.Connection, target: TargetTable, limit: int) -> int:
+    """How many rows the table holds, counting no further than `limit` (cheap on a large table)."""
+    return conn.execute(sql.SQL("SELECT count(*) FROM (SELECT FROM {} LIMIT %s) AS present").format(
         sql.Identifier(TABLE_SCHEMA, target.name)), (limit,)).fetchone()[0]
+
+
+def _load_kind(conn: psycopg.Connection, target: TargetTable, rows: int) -> LoadKind:
+    """"tick", "bulk" or "initial" for `rows` staged rows (see above)."""
+    limit = rows * BULK_TABLE_RATIO + 1 if rows >= BULK_ROWS else 1
+    existing = _existing_rows(conn, target, limit)
     if existing == 0:
         return "initial"
     return "bulk" if existing < limit and rows >= BULK_ROWS else "tick"
@@ -420,6 +442,19 @@ def _merge_versions(
     natural, date_col, time_col = target.version_key
     nk, d, t = sql.Identifier(natural), sql.Identifier(date_col), sql.Identifier(time_col)
     target_table_ = sql.Identifier(TABLE_SCHEMA, target.name)
+    if kind == "initial":
+        # Every distinct staged row is a new version: one sort both removes duplicates and orders the insert
+        # (the version key comes first, then the other columns), and nothing is materialised to count them.
+        # A hash aggregate before that sort took twice as long (1.6 million payments: 3.2 s against 1.5 s).
+        others = [sql.Identifier(c) for c in target.column_names if c not in target.version_key]
+        hashagg = conn.execute("SELECT current_setting('enable_hashagg')").fetchone()[0]
+        conn.execute("SELECT set_config('enable_hashagg', 'off', true)")
+        inserted = conn.execute(sql.SQL(
+            "INSERT INTO {target} ({cols}) SELECT DISTINCT {cols} FROM {staging} ORDER BY {d}, {t}, {nk}, {others}"
+        ).format(target=target_table_, cols=_cols(target.column_names), staging=staging, d=d, t=t, nk=nk,
+                 others=sql.SQL(", ").join(others))).rowcount
+        conn.execute("SELECT set_config('enable_hashagg', %s, true)", (hashagg,))
+        return inserted, 0
     statement = sql.SQL("""
         WITH versions AS (
             SELECT DISTINCT {cols} FROM {staging}
