@@ -5,7 +5,7 @@
 --   psql "$WAREHOUSE_ADMIN_URL" -c '\password warehouse_loader'
 --
 -- The loader creates and owns the star-schema tables and *_current views in schema public (its
--- migrations run on first load) and owns schema totesys_meta (migrations and load state). It
+-- migrations run on first load) and owns schema totesys_meta (migrations, load state, check marks). It
 -- cannot read or write any table it does not own, and cannot create roles or databases.
 -- Re-runnable.
 
