@@ -51,6 +51,6 @@ distclean: clean ## also delete .venv
 	rm -rf $(VENV)
 
 .PHONY: bench
-bench: venv ## run the benchmark suite and write BENCHMARKS.md (about an hour on 2 cores; ARGS="--profile tiny" for a smoke run)
+bench: venv ## run the benchmark suite and write BENCHMARKS.md (about 25 minutes on 2 cores; ARGS="--profile tiny" for a smoke run)
 	@$(PIP) install $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) --editable ".[test,bench]"
 	$(VENV_PYTHON) bench/run.py --scales 1 10 100 --repeat 3 --repeat-large 3 --profile-ours --profile-scale 10 $(ARGS)

@@ -7,7 +7,7 @@ repetition), an incremental tick after N new orders and M payments paid, and a n
 Wall time (median), CPU time and peak RSS of each run's whole process tree; rows/s. Writes a
 Markdown report (BENCHMARKS.md), a plot, and raw results as JSON under bench/results/.
 
-  .venv/bin/python bench/run.py --scales 1 10 100 --repeat 3 --repeat-large 1
+  .venv/bin/python bench/run.py --scales 1 10 100 --repeat 3 --repeat-large 3
   .venv/bin/python bench/run.py --profile tiny --output /tmp/BENCHMARKS.md
   .venv/bin/python bench/run.py --freshness   # against a running `make run` stack
 """
@@ -812,7 +812,7 @@ def render_report(options: Options, output: Path, machine: dict, records: list[R
     add("")
     add("```sh")
     add("make bench                      # installs the bench extra and dlt's own venv, runs the full suite")
-    add(".venv/bin/python bench/run.py --scales 1 10 100 --repeat 3 --repeat-large 1 --profile-ours "
+    add(".venv/bin/python bench/run.py --scales 1 10 100 --repeat 3 --repeat-large 3 --profile-ours "
         "--profile-scale 10 --output BENCHMARKS.md")
     add(".venv/bin/python bench/run.py --profile tiny --output /tmp/BENCHMARKS.md   # smoke run, ~1 min")
     add(".venv/bin/python bench/run.py --help")
