@@ -250,12 +250,20 @@ def test_the_prod_instance_opens_on_real_postgres_with_step_logs_in_s3(
         with psycopg.connect(dagster_db) as conn:  # really in PostgreSQL, not in a local file
             assert conn.execute("SELECT count(*) FROM runs WHERE run_id = %s", (run_id,)).fetchone()[0] == 1
 
-        with instance.compute_log_manager.capture_logs([run_id, "compute_logs", "extract"]):
-            print("step output for the UI")
-            sys.stdout.flush()
+        # open_log_stream is the same local-file-then-upload path a step's capture takes, without the `tail -F`
+        # subprocess capture_logs mirrors stdout with (Dagster waits up to 30 s for it to exit: a CI flake).
+        from dagster._core.storage.compute_log_manager import ComputeIOType
+
+        with instance.compute_log_manager.open_log_stream(
+                [run_id, "compute_logs", "extract"], ComputeIOType.STDOUT) as stream:
+            stream.write("step output for the UI\n")
         keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_endpoint, region_name="eu-west-2")
                 .list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
-        assert f"dagster/compute-logs/storage/{run_id}/compute_logs/extract.out" in keys
+        key = f"dagster/compute-logs/storage/{run_id}/compute_logs/extract.out"
+        assert key in keys
+        body = boto3.client("s3", endpoint_url=moto_endpoint, region_name="eu-west-2").get_object(
+            Bucket=s3_bucket, Key=key)["Body"].read()
+        assert body == b"step output for the UI\n"
     finally:
         instance.dispose()
 
