@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Iterator, Sequence
@@ -614,6 +615,22 @@ def extract_tables(
     previous = {name: tl.latest() for name, tl in logs.items()}
 
     results: dict[str, TableExtract] = {}
+    with _source_snapshot(source_url, wanted, connect_timeout, statement_timeout) as (conn, snapshot):
+        log(f"Extracting {len(wanted)} tables from {redact_url(source_url)} (snapshot {snapshot}) to {store.url}")
+        for table in wanted:
+            results[table.name] = _extract_table(
+                conn, store, logs[table.name], table, previous[table.name],
+                lookback=lookback, batch_ts=batch_ts, batch_rows=batch_rows, source_url=source_url,
+                snapshot=snapshot, say=log,
+            )
+    return results
+
+
+@contextmanager
+def _source_snapshot(source_url: str, tables: Sequence[contract.SourceTable], connect_timeout: float,
+                     statement_timeout: timedelta) -> Iterator[tuple[psycopg.Connection, str]]:
+    """A connection inside one read-only REPEATABLE READ transaction (one snapshot for every read), with ISO
+    dates and the statement timeout set and `tables` validated against the contract; and the snapshot."""
     conn = _connect(source_url, connect_timeout)
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -624,22 +641,15 @@ def extract_tables(
                 conn.execute(
                     "SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout // _MS),)
                 )
-                validate_source_schema(conn, [t.name for t in wanted])
+                validate_source_schema(conn, [t.name for t in tables])
                 snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
             except psycopg.Error as err:
                 raise SourceError(
                     f"reading the schema of {redact_url(source_url)} failed: {_driver_message(err, source_url)}"
                 ) from None
-            log(f"Extracting {len(wanted)} tables from {redact_url(source_url)} (snapshot {snapshot}) to {store.url}")
-            for table in wanted:
-                results[table.name] = _extract_table(
-                    conn, store, logs[table.name], table, previous[table.name],
-                    lookback=lookback, batch_ts=batch_ts, batch_rows=batch_rows, source_url=source_url,
-                    snapshot=snapshot, say=log,
-                )
+            yield conn, snapshot
     finally:
         conn.close()
-    return results
 
 
 def read_source_table(source_url: str, table_name: str, *, connect_timeout: float = 10,
@@ -647,22 +657,14 @@ def read_source_table(source_url: str, table_name: str, *, connect_timeout: floa
     """Every row of one contract table, with the contract's types, from one read-only snapshot (for the
     hourly reconciliation; extraction itself never holds a whole table)."""
     (table,) = _contract_tables([table_name])
-    conn = _connect(source_url, connect_timeout)
-    try:
-        conn.read_only = True
-        with conn.transaction():
-            try:
-                conn.execute("SET LOCAL DateStyle = ISO")
-                conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout // _MS),))
-                validate_source_schema(conn, [table.name])
-                with conn.cursor() as cur, cur.copy(_copy_query(table, False)) as copy:
-                    batches = list(_csv_batches(copy, table))
-            except psycopg.Error as err:
-                raise SourceError(
-                    f"reading {table.name} from {redact_url(source_url)} failed: {_driver_message(err, source_url)}"
-                ) from None
-    finally:
-        conn.close()
+    with _source_snapshot(source_url, [table], connect_timeout, statement_timeout) as (conn, _):
+        try:
+            with conn.cursor() as cur, cur.copy(_copy_query(table, False)) as copy:
+                batches = list(_csv_batches(copy, table))
+        except psycopg.Error as err:
+            raise SourceError(
+                f"reading {table.name} from {redact_url(source_url)} failed: {_driver_message(err, source_url)}"
+            ) from None
     return pa.Table.from_batches(batches, schema=table.arrow_schema)
 
 
