@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
+from totesys_platform.lake.ingestion.reconcile import last_per_key
 from totesys_platform.lake.manifest import TableLog
 from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.lake.quarantine import drop_quarantined, quarantined_versions
@@ -95,15 +96,7 @@ def _as_text(table: pa.Table) -> pa.Table:
 
 def latest_versions(data: pa.Table, natural_key: str) -> pa.Table:
     """The latest version (by last_updated date, then time) of each natural id."""
-    if data.num_rows == 0:
-        return data
-    ordered = data.sort_by([(natural_key, "ascending"), ("last_updated_date", "ascending"),
-                            ("last_updated_time", "ascending")])
-    ids = ordered[natural_key].combine_chunks()
-    # The last row of each run of equal ids is that id's latest version.
-    is_last = pc.not_equal(ids[:-1], ids[1:]) if len(ids) > 1 else pa.array([], pa.bool_())
-    mask = pa.concat_arrays([is_last, pa.array([True])])
-    return ordered.filter(mask)
+    return last_per_key(data, natural_key, ["last_updated_date", "last_updated_time"])
 
 
 def current_state_mismatches(conn: psycopg.Connection, processed: LakeStore, fact: str) -> tuple[int, list]:

@@ -65,12 +65,18 @@ def latest_archived(ingestion: LakeStore, table: contract.SourceTable) -> tuple[
                 f"{table.name}: the extraction state in manifest seq {entries[-1].seq} is unreadable "
                 f"({type(err).__name__}: {err}); restore the manifest from a backup"
             ) from None
+    return last_per_key(data, table.primary_key, ["last_updated"]), reach
+
+
+def last_per_key(data: pa.Table, key: str, order_by: list[str]) -> pa.Table:
+    """The last row of each `key` when ordered by `order_by` (ascending): each id's latest version."""
     if data.num_rows == 0:
-        return data, reach
-    ordered = data.sort_by([(table.primary_key, "ascending"), ("last_updated", "ascending")])
-    ids = ordered[table.primary_key].combine_chunks()
+        return data
+    ordered = data.sort_by([(key, "ascending")] + [(column, "ascending") for column in order_by])
+    ids = ordered[key].combine_chunks()
+    # The last row of each run of equal ids is that id's latest version.
     is_last = pc.not_equal(ids[:-1], ids[1:]) if len(ids) > 1 else pa.array([], pa.bool_())
-    return ordered.filter(pa.concat_arrays([is_last, pa.array([True])])), reach
+    return ordered.filter(pa.concat_arrays([is_last, pa.array([True])]))
 
 
 def _same(left: pa.ChunkedArray, right: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -142,4 +148,4 @@ def describe(drift: SourceDrift) -> str:
     ) or "every source row matches its latest archived version or is pending extraction"
 
 
-__all__ = ["SourceDrift", "compare", "describe", "latest_archived", "source_drift"]
+__all__ = ["SourceDrift", "compare", "describe", "last_per_key", "latest_archived", "source_drift"]
