@@ -37,6 +37,10 @@ def _default_status():
     return dg.DefaultSensorStatus.RUNNING if automation_enabled() else dg.DefaultSensorStatus.STOPPED
 
 
+def _default_schedule_status():
+    return dg.DefaultScheduleStatus.RUNNING if automation_enabled() else dg.DefaultScheduleStatus.STOPPED
+
+
 # Run logs also go to CloudWatch Logs when CLOUDWATCH_LOG_GROUP is set (a logger the job's config names).
 RUN_LOGGING = configure_run_logging()
 
@@ -78,7 +82,7 @@ etl_schedule = dg.ScheduleDefinition(
     name="totesys_etl_every_20_minutes",
     job=totesys_etl,
     cron_schedule="*/20 * * * *",
-    default_status=(dg.DefaultScheduleStatus.RUNNING if automation_enabled() else dg.DefaultScheduleStatus.STOPPED),
+    default_status=_default_schedule_status(),
     description="Backstop: runs totesys_etl (every table, source to warehouse) every 20 minutes, whatever the sensor saw.",
 )
 
@@ -86,7 +90,7 @@ validation_schedule = dg.ScheduleDefinition(
     name="validate_and_report_hourly",
     job=validate_and_report,
     cron_schedule="5 * * * *",
-    default_status=(dg.DefaultScheduleStatus.RUNNING if automation_enabled() else dg.DefaultScheduleStatus.STOPPED),
+    default_status=_default_schedule_status(),
     description="Every hour: the fact-history, full references, reconciliation and schema checks, and a fresh sales report.",
 )
 
