@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
 
@@ -219,7 +220,11 @@ def _fingerprints(batch: pa.RecordBatch, rows: Sequence[int]) -> list[str]:
 
 class _Deduplicator:
     """Drops versions already archived, tracks the new watermark and the versions to remember, and finds
-    rows whose last_updated did not move forward with their change (see VersionOrderError)."""
+    rows whose last_updated did not move forward with their change (see VersionOrderError).
+
+    Vectorised: only rows whose id the state remembers are looked at one by one (a handful on a tick,
+    none on a first run); the rest is Arrow compute over each batch.
+    """
 
     def __init__(self, table: contract.SourceTable, state: _TableState, lookback_ms: int, read_from_ms: int | None):
         self.pk_index = table.column_names.index(table.primary_key)
@@ -231,11 +236,15 @@ class _Deduplicator:
         for pk, ms in self.seen:
             if read_from_ms is None or ms >= read_from_ms:
                 self.latest_seen[pk] = max(ms, self.latest_seen.get(pk, ms))
+        known = sorted({pk for pk, _ in self.seen})
+        self.known_ids = pa.array(known, pa.int64()) if known else None
         self.read_again: set[int] = set()
         self.lookback_ms = lookback_ms
         self.max_ms = state.watermark
-        self.new: set[tuple[int, int]] = set()
-        self.fingerprints: dict[tuple[int, int], str] = {}
+        # Rows that may end up in the look-back window (last_updated >= the running max - lookback); their
+        # versions and fingerprints are taken in next_state, once the final watermark is known.
+        self.window: list[pa.RecordBatch] = []
+        self.window_rows = 0
         self.changed_in_place: list[tuple[int, int]] = []  # same (id, last_updated), other content
         self.moved_back: list[tuple[int, int, int]] = []  # (id, last_updated read, later version archived)
         self.rows = 0
@@ -243,21 +252,26 @@ class _Deduplicator:
         self._prune_at = 10_000
 
     def filter(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        keys = list(zip(batch.column(self.pk_index).to_pylist(), batch.column(self.lu_index).cast(pa.int64()).to_pylist()))
-        if self.latest_seen:
-            self._find_moved_back(keys)
-        if self.seen:
-            mask = [key not in self.seen for key in keys]
-            kept = sum(mask)
-            if kept < len(keys):
-                self.duplicates += len(keys) - kept
-                self._compare_fingerprints(batch, keys, mask)
-                batch = batch.filter(pa.array(mask))
-                keys = list(itertools.compress(keys, mask))
-        if keys:
-            batch_max = max(ms for _, ms in keys)
+        last_updated = batch.column(self.lu_index).cast(pa.int64())
+        if self.known_ids is not None:
+            rows = pc.indices_nonzero(pc.is_in(batch.column(self.pk_index), value_set=self.known_ids))
+            if len(rows):
+                ids = batch.column(self.pk_index).take(rows).to_pylist()
+                keys = list(zip(ids, last_updated.take(rows).to_pylist()))
+                self._find_moved_back(keys)
+                repeated = [(i, key) for i, key in zip(rows.to_pylist(), keys) if key in self.seen]
+                if repeated:
+                    self.duplicates += len(repeated)
+                    self._compare_fingerprints(batch, repeated)
+                    keep = [True] * batch.num_rows
+                    for i, _ in repeated:
+                        keep[i] = False
+                    mask = pa.array(keep)
+                    batch, last_updated = batch.filter(mask), last_updated.filter(mask)
+        if batch.num_rows:
+            batch_max = pc.max(last_updated).as_py()
             self.max_ms = batch_max if self.max_ms is None else max(self.max_ms, batch_max)
-            self._remember(batch, keys)
+            self._remember(batch, last_updated)
         self.rows += batch.num_rows
         return batch
 
@@ -269,23 +283,28 @@ class _Deduplicator:
                 if ms < latest:
                     self.moved_back.append((pk, ms, latest))
 
-    def _compare_fingerprints(self, batch: pa.RecordBatch, keys: list[tuple[int, int]], mask: list[bool]) -> None:
-        rows = [i for i, (key, new) in enumerate(zip(keys, mask)) if not new and key in self.seen_fingerprints]
-        for i, fingerprint in zip(rows, _fingerprints(batch, rows)):
-            if fingerprint != self.seen_fingerprints[keys[i]]:
-                self.changed_in_place.append(keys[i])
+    def _compare_fingerprints(self, batch: pa.RecordBatch, repeated: list[tuple[int, tuple[int, int]]]) -> None:
+        rows = [(i, key) for i, key in repeated if key in self.seen_fingerprints]
+        for (_, key), fingerprint in zip(rows, _fingerprints(batch, [i for i, _ in rows])):
+            if fingerprint != self.seen_fingerprints[key]:
+                self.changed_in_place.append(key)
 
-    def _remember(self, batch: pa.RecordBatch, keys: list[tuple[int, int]]) -> None:
-        # Rows arrive in last_updated order, so only a batch's tail can end up in the look-back window.
+    def _remember(self, batch: pa.RecordBatch, last_updated: pa.Array) -> None:
+        # The final watermark is >= max_ms, so rows below max_ms - lookback will be forgotten anyway.
         floor = self.max_ms - self.lookback_ms
-        rows = [i for i, (_, ms) in enumerate(keys) if ms >= floor]
-        self.new.update(keys)
-        self.fingerprints.update(zip((keys[i] for i in rows), _fingerprints(batch, rows)))
-        if len(self.new) > self._prune_at:
-            # The final watermark is >= max_ms, so versions below max_ms - lookback will be forgotten anyway.
-            self.new = {k for k in self.new if k[1] >= floor}
-            self.fingerprints = {k: v for k, v in self.fingerprints.items() if k[1] >= floor}
-            self._prune_at = max(10_000, 2 * len(self.new))
+        near = pc.greater_equal(last_updated, floor)
+        if pc.all(near).as_py():
+            self.window.append(batch)
+        elif pc.any(near).as_py():
+            self.window.append(batch.filter(near))
+        else:
+            return
+        self.window_rows += self.window[-1].num_rows
+        if self.window_rows > self._prune_at:
+            self.window = [kept for b in self.window if (kept := b.filter(pc.greater_equal(
+                b.column(self.lu_index).cast(pa.int64()), floor))).num_rows]
+            self.window_rows = sum(b.num_rows for b in self.window)
+            self._prune_at = max(10_000, 2 * self.window_rows)
 
     def vanished(self) -> list[tuple[int, int]]:
         """Remembered ids this run did not read again at all: deleted in the source, or their last_updated
@@ -296,9 +315,14 @@ class _Deduplicator:
         window_start = self.max_ms - self.lookback_ms
         if read_from_ms is not None:
             window_start = max(window_start, read_from_ms)
-        versions = {k for k in itertools.chain(self.seen, self.new) if k[1] >= window_start}
-        fingerprints = {k: v for k, v in itertools.chain(self.seen_fingerprints.items(), self.fingerprints.items())
-                        if k in versions}
+        versions = {k for k in self.seen if k[1] >= window_start}
+        fingerprints = {k: v for k, v in self.seen_fingerprints.items() if k in versions}
+        for batch in self.window:
+            last_updated = batch.column(self.lu_index).cast(pa.int64())
+            rows = pc.indices_nonzero(pc.greater_equal(last_updated, window_start))
+            keys = list(zip(batch.column(self.pk_index).take(rows).to_pylist(), last_updated.take(rows).to_pylist()))
+            versions.update(keys)
+            fingerprints.update(zip(keys, _fingerprints(batch, rows.to_pylist())))
         return _TableState(self.max_ms, window_start, versions, fingerprints)
 
 
