@@ -240,7 +240,7 @@ def run(source_url: str, target_url: str, mode: str) -> dict:
                     fact, raw = TARGET_TABLES[name], sql.Identifier(RAW, FACT_SOURCES[name][0])
                     levers.enter_context(_memory_raised(target))
                     levers.enter_context(_foreign_keys_validated_once(target, fact, raw))
-                    levers.enter_context(_indexes_built_after(target, fact, raw, version_key=True))
+                    levers.enter_context(_indexes_built_after(target, fact, raw, keys=True))
                 inserted[name] = target.execute(stmt, params).rowcount
         target.execute(
             sql.SQL("INSERT INTO {} SELECT * FROM unnest(%s::text[], %s::timestamp(3)[]) "

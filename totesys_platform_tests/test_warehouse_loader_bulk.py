@@ -12,7 +12,7 @@ from totesys_platform.warehouse import loader
 from totesys_platform.warehouse.loader import LoadStats, WarehouseLoadError, load_table
 from totesys_platform.warehouse.schema import ensure_schema
 from totesys_platform_tests.test_warehouse_loader import (
-    T1, T2, T3, arrow, load_dimensions, rows, sales_row, staff_row,
+    T1, T2, T3, arrow, load_dimensions, location_row, rows, sales_row, staff_row,
 )
 
 FACT = "fact_sales_order"
@@ -44,15 +44,16 @@ def catalog(conn: psycopg.Connection, table: str = FACT) -> dict:
 
 
 def seen_during_merge(monkeypatch) -> list[dict]:
-    """Record the fact's catalog at the moment the merge runs."""
+    """Record the fact's catalog at the moment the rows go in (a merge from staging or a direct COPY)."""
     seen: list[dict] = []
-    real = loader._merge_versions
+    for name in ("_merge_versions", "_copy_into_empty"):
+        real = getattr(loader, name)
 
-    def merge(conn, target, *args):
-        seen.append(catalog(conn, target.name))
-        return real(conn, target, *args)
+        def insert(conn, target, *args, _real=real, _name=name):
+            seen.append(catalog(conn, target.name) | {"path": _name})
+            return _real(conn, target, *args)
 
-    monkeypatch.setattr(loader, "_merge_versions", merge)
+        monkeypatch.setattr(loader, name, insert)
     return seen
 
 
@@ -61,7 +62,10 @@ def names(snapshot: dict) -> tuple[set[str], set[str]]:
     return {n for n, _ in snapshot["indexes"]}, {n for n, kind, _, _ in snapshot["constraints"] if kind != "n"}
 
 
-def test_an_initial_load_builds_the_indexes_and_constraints_after_and_restores_them_exactly(loaded, monkeypatch):
+@pytest.mark.parametrize("repeated_row, path", [(True, "_merge_versions"), (False, "_copy_into_empty")],
+                         ids=["a-version-twice-staged", "one-row-per-version-copied-straight-in"])
+def test_an_initial_load_builds_the_indexes_and_constraints_after_and_restores_them_exactly(
+        loaded, monkeypatch, repeated_row, path):
     conn = loaded
     before = catalog(conn)
     index_names, constraint_names = names(before)
@@ -70,20 +74,29 @@ def test_an_initial_load_builds_the_indexes_and_constraints_after_and_restores_t
     work_mem = conn.execute("SHOW work_mem").fetchone()[0]
     seen = seen_during_merge(monkeypatch)
 
-    batch = arrow(FACT, [sales_row(3, T2), sales_row(1, T1), sales_row(2, T1), sales_row(1, T1), sales_row(1, T3)])
-    assert load_table(conn, FACT, batch, "append_versions") == LoadStats(FACT, 5, 4, 0, 0)
+    # An identical row twice collapses (through a staging table); one row per version goes straight in.
+    batch = arrow(FACT, [sales_row(3, T2), sales_row(1, T1), sales_row(2, T1), *[sales_row(1, T1)] * repeated_row,
+                         sales_row(1, T3)])
+    assert load_table(conn, FACT, batch, "append_versions") == LoadStats(FACT, 4 + repeated_row, 4, 0, 0)
 
-    # During the merge only the primary key was left: no secondary index, no version key, no foreign key.
-    assert names(seen[0]) == ({f"{FACT}_pkey"}, {f"{FACT}_pkey"})
+    # During the insert nothing was left: no index, no key, no foreign key.
+    assert [s["path"] for s in seen] == [path]
+    assert names(seen[0]) == (set(), set())
     assert catalog(conn) == before
     assert conn.execute("SHOW work_mem").fetchone()[0] == work_mem  # raised for the load only
     conn.commit()
     # Record ids follow the versions' time, then the natural id, as the ordinary merge assigns them.
     assert [(r[1], r[4]) for r in rows(conn, FACT, "sales_record_id")] == [
         (1, T1.date()), (2, T1.date()), (3, T2.date()), (1, T3.date())]
-    assert load_table(conn, FACT, batch, "append_versions") == LoadStats(FACT, 5, 0, 0, 4)
+    assert load_table(conn, FACT, batch, "append_versions") == LoadStats(FACT, 4 + repeated_row, 0, 0, 4)
     conn.commit()
     assert catalog(conn) == before
+    # The record id is generated again (ALWAYS), and the next one follows the last: no gap, no reuse.
+    assert conn.execute("SELECT attidentity FROM pg_attribute WHERE attrelid = 'fact_sales_order'::regclass "
+                        "AND attname = 'sales_record_id'").fetchone() == ("a",)
+    load_table(conn, FACT, arrow(FACT, [sales_row(9, T3)]), "append_versions")
+    assert conn.execute("SELECT sales_record_id FROM fact_sales_order WHERE sales_order_id = 9").fetchone() == (5,)
+    conn.rollback()
     # The constraints are back in force.
     columns = ", ".join(loader.target_table(FACT).column_names)  # test-only constant names
     with pytest.raises(psycopg.errors.UniqueViolation):
@@ -119,6 +132,7 @@ def test_a_big_catch_up_keeps_the_version_key_for_its_anti_join(loaded, monkeypa
     assert load_table(conn, FACT, batch, "append_versions") == LoadStats(FACT, 4, 3, 0, 1)
 
     assert names(seen[0]) == ({f"{FACT}_pkey", f"{FACT}_version_key"}, {f"{FACT}_pkey", f"{FACT}_version_key"})
+    assert seen[0]["path"] == "_merge_versions"
     assert catalog(conn) == before
     conn.commit()
     assert conn.execute("SELECT count(*) FROM fact_sales_order").fetchone() == (5,)
@@ -135,7 +149,7 @@ def test_a_tick_into_a_larger_table_leaves_every_index_in_place(loaded, monkeypa
     stats = load_table(conn, FACT, arrow(FACT, [sales_row(1, T2), sales_row(11, T1), sales_row(1, T1)]),
                        "append_versions")
     assert stats == LoadStats(FACT, 3, 2, 0, 1)
-    assert seen == [before]
+    assert seen == [before | {"path": "_merge_versions"}]
 
 
 def _with_check_constraint(conn: psycopg.Connection) -> None:
@@ -179,6 +193,18 @@ def test_a_failure_after_the_drop_leaves_indexes_constraints_and_rows_as_they_we
     assert load_table(conn, FACT, arrow(FACT, [sales_row(10, T1), sales_row(11, T1)]), "append_versions").inserted == 2
     conn.commit()
     assert catalog(conn) == before
+
+
+def test_an_empty_dimension_given_each_key_once_is_copied_straight_in(warehouse_url, monkeypatch):
+    staged = []
+    monkeypatch.setattr(loader, "_stage", lambda *a: staged.append(a) or pytest.fail("staged"))
+    with psycopg.connect(warehouse_url) as conn:
+        ensure_schema(conn)
+        batch = arrow("dim_location", [location_row(2, address_line_2=""), location_row(1, address_line_2=None)])
+        assert load_table(conn, "dim_location", batch, "upsert") == LoadStats("dim_location", 2, 2, 0, 0)
+        assert conn.execute("SELECT location_id, address_line_2 FROM dim_location ORDER BY 1").fetchall() == [
+            (1, None), (2, "")]  # NULL and "" stay apart
+    assert staged == []
 
 
 @pytest.mark.parametrize("already_there", [False, True], ids=["empty", "not-empty"])

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import psycopg
@@ -55,6 +55,9 @@ class LoadStats:
     inserted: int
     updated: int  # always 0 for facts
     unchanged: int  # distinct keys (dimension) or versions (fact) already present with these values
+    # A bulk fact load re-added the foreign keys, which validated every row of the table (not compared: a
+    # property of how the rows went in, not of what they are).
+    references_validated: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -144,40 +147,66 @@ def load_table(conn: psycopg.Connection, table: str, data: pa.Table, mode: Mode)
         return LoadStats(table, 0, 0, 0, 0)
     _check_transaction(conn, table)
     try:
-        staging = _stage(conn, target, data)
         # Loads of one table take turns (until commit): what the loader finds in the table (empty or not) stays
         # true until it has merged, and two bulk loads cannot deadlock upgrading their locks on it.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_table_lock_key(target.name),))
+        validated = False
         if target.kind == "fact":
-            kind = _load_kind(conn, target, data.num_rows)
-            if kind != "tick":
-                # Readers wait until commit, as they would for the DROPs below anyway.
-                conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
-                    sql.Identifier(TABLE_SCHEMA, target.name)))
-            if kind == "tick":
-                _check_version_conflicts(conn, target, staging)
-                _check_references(conn, target, staging)
-                inserted, unchanged = _merge_versions(conn, target, staging)
-            else:
-                with _memory_raised(conn):
-                    # Into an empty table the version key, added back after the insert, refuses two rows for
-                    # one version; only if it does are the staged rows checked, to name them. Likewise no
-                    # `_check_references` up front: adding the foreign keys back validates the same rows.
-                    if kind == "bulk":
-                        _check_version_conflicts(conn, target, staging)
-                    with (_foreign_keys_validated_once(conn, target, staging),
-                          _indexes_built_after(conn, target, staging, version_key=kind == "initial")):
-                        inserted, unchanged = _merge_versions(conn, target, staging, kind)
+            inserted, unchanged, validated = _load_fact(conn, target, data)
             updated = 0
         else:
-            empty = _existing_rows(conn, target, 1) == 0
-            inserted, updated, unchanged = _merge_upsert(conn, target, staging, empty)
-        conn.execute(sql.SQL("DROP TABLE {}").format(staging))
+            inserted, updated, unchanged = _load_dimension(conn, target, data)
     except psycopg.Error as err:
         raise WarehouseLoadError(
             f"{table}: the warehouse refused the load: {_describe_db_error(err)}. Nothing is merged once the "
             "transaction is rolled back; fix the cause and rerun") from err
-    return LoadStats(table, data.num_rows, inserted, updated, unchanged)
+    return LoadStats(table, data.num_rows, inserted, updated, unchanged, references_validated=validated)
+
+
+def _load_fact(conn: psycopg.Connection, target: TargetTable, data: pa.Table) -> tuple[int, int, bool]:
+    """Append the batch's new versions; return (inserted, unchanged, whether adding the foreign keys back
+    validated every row of the table). See `_load_kind` for the three ways."""
+    kind = _load_kind(conn, target, data.num_rows)
+    fact = sql.Identifier(TABLE_SCHEMA, target.name)
+    if kind != "tick":
+        # Readers wait until commit, as they would for the DROPs below anyway.
+        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(fact))
+    versions = _distinct_versions_in_order(target, data) if kind == "initial" else None
+    if versions is not None:
+        # Into an empty fact, a batch with one row per version goes straight in: no staging table. Should
+        # adding the constraints back fail, the fact's own rows name the offending keys.
+        with (_memory_raised(conn), _foreign_keys_validated_once(conn, target, fact),
+              _indexes_built_after(conn, target, fact, keys=True)):
+            return _copy_into_empty(conn, target, versions), 0, True
+    staging = _stage(conn, target, data)
+    if kind == "tick":
+        _check_version_conflicts(conn, target, staging)
+        _check_references(conn, target, staging)
+        inserted, unchanged = _merge_versions(conn, target, staging)
+    else:
+        with _memory_raised(conn):
+            # Into an empty table the version key, added back after the insert, refuses two rows for
+            # one version; only if it does are the staged rows checked, to name them. Likewise no
+            # `_check_references` up front: adding the foreign keys back validates the same rows.
+            if kind == "bulk":
+                _check_version_conflicts(conn, target, staging)
+            with (_foreign_keys_validated_once(conn, target, staging),
+                  _indexes_built_after(conn, target, staging, keys=kind == "initial")):
+                inserted, unchanged = _merge_versions(conn, target, staging, kind)
+    conn.execute(sql.SQL("DROP TABLE {}").format(staging))
+    return inserted, unchanged, kind != "tick"
+
+
+def _load_dimension(conn: psycopg.Connection, target: TargetTable, data: pa.Table) -> tuple[int, int, int]:
+    """Upsert the batch; return (inserted, updated, unchanged)."""
+    empty = _existing_rows(conn, target, 1) == 0
+    if empty and pc.count_distinct(data.column(target.natural_key)).as_py() == data.num_rows:
+        # Every key once into an empty table (a first load, a rebuild): straight in, no staging table.
+        return _copy_csv(conn, sql.Identifier(TABLE_SCHEMA, target.name), target, data), 0, 0
+    staging = _stage(conn, target, data)
+    counts = _merge_upsert(conn, target, staging, empty)
+    conn.execute(sql.SQL("DROP TABLE {}").format(staging))
+    return counts
 
 
 def _describe_db_error(err: psycopg.Error) -> str:
@@ -196,17 +225,64 @@ def _stage(conn: psycopg.Connection, target: TargetTable, data: pa.Table) -> sql
     columns = [sql.SQL("{} {}").format(sql.Identifier(c.name), column_type(c.sql_type)) for c in target.columns]
     conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}, {} bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DROP").format(
         staging, sql.SQL(", ").join(columns), sql.Identifier(_ROW_ORDER)))
+    _copy_csv(conn, staging, target, data)
+    return staging
+
+
+def _copy_csv(conn: psycopg.Connection, into: sql.Identifier, target: TargetTable, data: pa.Table,
+              columns: list[str] | None = None) -> int:
+    """COPY `data` (the target's columns, or `columns`) into table `into` as CSV rendered by Arrow; return the
+    rows copied."""
     copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
-        staging, sql.SQL(", ").join(map(sql.Identifier, target.column_names)))
+        into, sql.SQL(", ").join(map(sql.Identifier, columns or target.column_names)))
     # Every non-NULL value is quoted, NULL is an unquoted empty field: PostgreSQL's CSV rules then keep
     # NULL and "" apart. Arrow renders date32, time32[ms], decimal128 and bool in forms COPY accepts.
     options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
-    with conn.cursor().copy(copy) as copier:
-        for batch in data.to_batches(max_chunksize=COPY_CHUNK_ROWS):
-            sink = pa.BufferOutputStream()
-            pa_csv.write_csv(batch, sink, options)
-            copier.write(sink.getvalue())
-    return staging
+    with conn.cursor() as cur:
+        with cur.copy(copy) as copier:
+            for batch in data.to_batches(max_chunksize=COPY_CHUNK_ROWS):
+                sink = pa.BufferOutputStream()
+                pa_csv.write_csv(batch, sink, options)
+                copier.write(sink.getvalue())
+        return cur.rowcount
+
+
+def _distinct_versions_in_order(target: TargetTable, data: pa.Table) -> pa.Table | None:
+    """`data` sorted as an initial load numbers its versions (their time, then the natural id), or None if a
+    version occurs more than once (identical rows to collapse, or a conflict to report: the staged path)."""
+    natural, date_col, time_col = target.version_key
+    ordered = data.sort_by([(date_col, "ascending"), (time_col, "ascending"), (natural, "ascending")])
+    if ordered.num_rows < 2:
+        return ordered
+    same = None
+    for name in target.version_key:
+        column = ordered.column(name)
+        equal = pc.equal(column.slice(1), column.slice(0, ordered.num_rows - 1))
+        same = equal if same is None else pc.and_(same, equal)
+    return None if pc.any(same).as_py() else ordered
+
+
+def _copy_into_empty(conn: psycopg.Connection, target: TargetTable, versions: pa.Table) -> int:
+    """COPY distinct versions, already in version order, into the empty fact (whose ACCESS EXCLUSIVE lock this
+    transaction holds, with its foreign keys and secondary indexes set aside).
+
+    The record ids are the ones the identity would draw, one per row in this order, but numbered here: the
+    next value is taken once, the column accepts given values for the length of the COPY, and the sequence is
+    set to the last id. One nextval per row was a fifth of the COPY's time. All of it is transactional but
+    the sequence, which a rollback leaves advanced, as it would after any failed insert.
+    """
+    fact = sql.Identifier(TABLE_SCHEMA, target.name)
+    record_id = sql.Identifier(target.surrogate_key)
+    (sequence,) = conn.execute("SELECT pg_get_serial_sequence(%s, %s)",
+                               (f"{TABLE_SCHEMA}.{target.name}", target.surrogate_key)).fetchone()
+    (first,) = conn.execute("SELECT nextval(%s::regclass)", (sequence,)).fetchone()
+    ids = pa.array(range(first, first + versions.num_rows), pa.int64())
+    conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET GENERATED BY DEFAULT").format(fact, record_id))
+    copied = _copy_csv(conn, fact, target, versions.add_column(0, target.surrogate_key, ids),
+                       [target.surrogate_key, *target.column_names])
+    conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET GENERATED ALWAYS").format(fact, record_id))
+    conn.execute("SELECT setval(%s::regclass, %s)", (sequence, first + versions.num_rows - 1))
+    return copied
 
 
 def _cols(names, prefix: str | None = None) -> sql.Composable:
@@ -378,16 +454,16 @@ def _foreign_keys_validated_once(
 
 @contextmanager
 def _indexes_built_after(
-    conn: psycopg.Connection, target: TargetTable, staging: sql.Identifier, *, version_key: bool
+    conn: psycopg.Connection, target: TargetTable, staging: sql.Identifier, *, keys: bool
 ) -> Iterator[None]:
-    """Drop the fact's plain secondary indexes (and, with `version_key`, its version key's UNIQUE constraint)
-    around a bulk insert, then build them again, in the caller's transaction.
+    """Drop the fact's plain secondary indexes (and, with `keys`, its primary key and its version key's UNIQUE
+    constraint) around a bulk insert, then build them again, in the caller's transaction.
 
     Inserting a row updates every index of the table (12 per fact); building an index once over the loaded
     table sorts instead, several times cheaper for a big batch. The definitions (and comments) are read from
     the catalog (`pg_get_indexdef`, `pg_get_constraintdef`), so whatever indexes the table has are restored
-    as they were. Kept in place: the primary key (record ids only grow, so it is cheap to maintain), the
-    version key unless `version_key` (the merge's anti-join probes it), other unique or constraint indexes,
+    as they were. Kept in place unless `keys` (into an empty fact): the primary key and the version key (the
+    merge's anti-join probes it). Always kept: other unique or constraint indexes,
     and clustered, invalid or non-default-tablespace ones. A failure before they are back leaves the caller
     a transaction to roll back, which restores them with the rows. The DROPs lock the table until commit,
     like the foreign-key lever.
@@ -406,8 +482,10 @@ def _indexes_built_after(
     """, (TABLE_SCHEMA, target.name)).fetchall()
     constraints = conn.execute("""
         SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
-        WHERE conrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND contype = 'u' AND conname = %s
-    """, (TABLE_SCHEMA, target.name, f"{target.name}_version_key")).fetchall() if version_key else []
+        WHERE conrelid = format('%%I.%%I', %s::text, %s::text)::regclass
+          AND (contype = 'p' OR contype = 'u' AND conname = %s)
+        ORDER BY contype
+    """, (TABLE_SCHEMA, target.name, f"{target.name}_version_key")).fetchall() if keys else []
     for name, _ in constraints:
         conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(name)))
     for schema, name, _, _ in indexes:
@@ -420,7 +498,7 @@ def _indexes_built_after(
                 conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
                     table, sql.Identifier(name), sql.SQL(definition)))
     except psycopg.errors.UniqueViolation:
-        _check_version_conflicts(conn, target, staging)  # raises, naming the versions
+        _check_version_conflicts(conn, target, staging)  # raises, naming the versions (record ids are unique)
         raise
     for schema, name, definition, comment in indexes:
         conn.execute(sql.SQL(definition))
