@@ -12,7 +12,9 @@ from totesys_platform.resources import WarehouseDatabase
 from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS
 from totesys_platform.warehouse.io_manager import WarehouseIOManager
 from totesys_platform.warehouse.rebuild import rebuild_warehouse
-from totesys_platform.warehouse.validation import check_references, dangling_references
+from totesys_platform.lake.processed.runner import read_processed
+from totesys_platform.warehouse.loader import load_table, read_table
+from totesys_platform.warehouse.validation import check_references, dangling_references, record_references_validated
 from totesys_platform_tests.test_warehouse_validation import loaded  # noqa: F401  (fixture)
 
 COLS = ("sales_order_id, created_date, created_time, last_updated_date, last_updated_time, sales_staff_id, "
@@ -120,6 +122,37 @@ def test_bulk_loads_keep_the_mark_valid(loaded):
         conn.commit()
         again = check_references(conn, "fact_sales_order")
         assert not again.full and again.rows_checked == 0
+
+
+def test_a_bulk_load_that_validated_every_row_moves_the_mark_and_later_rows_are_still_checked(loaded):
+    _, processed, url = loaded
+    with psycopg.connect(url) as conn:
+        conn.execute("TRUNCATE fact_sales_order")  # a new relfilenode, as a rebuild gives: the old mark is void
+        data, _ = read_processed(processed, "fact_sales_order")
+        stats = load_table(conn, "fact_sales_order", data, "append_versions")
+        assert stats.references_validated  # into an empty fact: the foreign keys were added back
+        record_references_validated(conn, "fact_sales_order", stats.inserted)
+        conn.commit()
+        assert _state(conn, "fact_sales_order") == _max_record_id(conn)
+        after_load = check_references(conn, "fact_sales_order")
+        assert after_load.passed and not after_load.full and after_load.rows_checked == 0
+
+        # A row that arrives later without its dimension row is still caught.
+        conn.execute("SET session_replication_role = replica")  # what a manual change could do
+        _append_version(conn, 12, design_id=4242)
+        conn.execute("RESET session_replication_role")
+        conn.commit()
+        later = check_references(conn, "fact_sales_order")
+        assert not later.passed and later.rows_checked == 1 and later.dangling["design_id"] == 1
+
+
+def test_a_tick_does_not_claim_to_have_validated_the_references(loaded):
+    _, _, url = loaded
+    with psycopg.connect(url) as conn:
+        rows = read_table(conn, "fact_sales_order").drop_columns(["sales_record_id"]).slice(0, 1)
+        stats = load_table(conn, "fact_sales_order", rows, "append_versions")
+        assert stats.unchanged == 1 and not stats.references_validated
+        conn.rollback()
 
 
 def _run_check(url: str, run_config: dict | None = None) -> dg.AssetCheckEvaluation:

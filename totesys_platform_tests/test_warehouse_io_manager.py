@@ -74,6 +74,9 @@ def test_materialize_loads_dimensions_and_facts_with_metadata(warehouse_url):
     }
     facts = metadata_of(result, "fact_payment")
     assert facts["rows_inserted"] == 2 and facts["dagster/row_count"] == 2 and facts["processed_seq"] == 4
+    # Into an empty fact: a bulk load, whose re-added foreign keys validated every row.
+    assert facts["references_validated_by_foreign_keys"] is True
+    assert "references_validated_by_foreign_keys" not in staff
     schema_columns = [c.name for c in facts["dagster/column_schema"].columns]
     assert schema_columns == ["payment_record_id", *TARGET_TABLES["fact_payment"].column_names]
     with psycopg.connect(warehouse_url) as conn:
@@ -89,6 +92,7 @@ def test_materialize_loads_dimensions_and_facts_with_metadata(warehouse_url):
     assert metadata_of(again, "fact_payment")["rows_inserted"] == 0
     assert metadata_of(again, "fact_payment")["rows_unchanged"] == 2
     assert metadata_of(again, "fact_payment")["dagster/row_count"] == 2
+    assert "references_validated_by_foreign_keys" not in metadata_of(again, "fact_payment")  # a tick
 
 
 def test_load_input_as_arrow_and_as_pandas(warehouse_url):

@@ -59,8 +59,9 @@ def _referential_integrity_check(fact: str) -> dg.AssetChecksDefinition:
         blocking=True,
         description=(
             "No fact row refers to a missing dimension row or date. Examines the rows loaded since the last "
-            "passing evaluation (all rows the first time, after a rebuild, or with config full_scan: true, "
-            "as the hourly validate_and_report job sets)."
+            "passing evaluation or bulk load (whose re-added foreign keys validated every row); all rows the "
+            "first time, after a rebuild, or with config full_scan: true, as the hourly validate_and_report "
+            "job sets."
         ),
     )
     def _check(config: ReferencesCheckConfig, warehouse: WarehouseDatabase) -> dg.AssetCheckResult:

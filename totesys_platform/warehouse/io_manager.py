@@ -24,6 +24,7 @@ from totesys_platform.warehouse.loader import (
     LoadStats, WarehouseBatch, WarehouseLoadError, check_mode, load_table, read_table, target_table,
 )
 from totesys_platform.warehouse.schema import TABLE_SCHEMA, LoadPosition, ensure_schema_once, set_load_state
+from totesys_platform.warehouse.validation import record_references_validated
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -165,6 +166,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 set_load_state(conn, table, LoadPosition(processed_seq, commit_id))
             row_count = conn.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(TABLE_SCHEMA, table))).fetchone()[0]
+            if stats.references_validated:
+                # The foreign keys just validated every row: references_resolve need not scan them again.
+                record_references_validated(conn, table, row_count)
             database = conn.info.dbname
             conn.commit()
 
@@ -181,6 +185,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(table)),
             "dagster/row_count": dg.MetadataValue.int(row_count),
         }
+        if stats.references_validated:
+            metadata["references_validated_by_foreign_keys"] = dg.MetadataValue.bool(True)
         if processed_seq is not None:
             metadata["processed_seq"] = dg.MetadataValue.int(processed_seq)
             if commit_id:

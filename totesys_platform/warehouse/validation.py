@@ -238,15 +238,36 @@ def check_references(conn: psycopg.Connection, fact: str, *, full: bool = False)
     result = ReferenceCheck(fact, full, low, high, rows, dangling)
     if result.passed and (mark is None or mark_filenode != filenode or high != mark):
         with conn.transaction():
-            # Never moves a mark back (a concurrent evaluation may have gone further on the same table).
-            conn.execute(sql.SQL(
-                "INSERT INTO {state} AS s (check_name, table_name, checked_through, relfilenode, rows_checked) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (check_name, table_name) DO UPDATE SET "
-                "checked_through = CASE WHEN s.relfilenode = EXCLUDED.relfilenode "
-                "THEN greatest(s.checked_through, EXCLUDED.checked_through) ELSE EXCLUDED.checked_through END, "
-                "relfilenode = EXCLUDED.relfilenode, rows_checked = EXCLUDED.rows_checked, checked_at = now()"
-            ).format(state=CHECK_STATE), (REFERENCES_CHECK, fact, high, filenode, rows))
+            _advance_reference_mark(conn, fact, high, filenode, rows)
     return result
+
+
+def _advance_reference_mark(conn: psycopg.Connection, fact: str, through: int, filenode: int, rows: int) -> None:
+    # Never moves a mark back (a concurrent evaluation may have gone further on the same table).
+    conn.execute(sql.SQL(
+        "INSERT INTO {state} AS s (check_name, table_name, checked_through, relfilenode, rows_checked) "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (check_name, table_name) DO UPDATE SET "
+        "checked_through = CASE WHEN s.relfilenode = EXCLUDED.relfilenode "
+        "THEN greatest(s.checked_through, EXCLUDED.checked_through) ELSE EXCLUDED.checked_through END, "
+        "relfilenode = EXCLUDED.relfilenode, rows_checked = EXCLUDED.rows_checked, checked_at = now()"
+    ).format(state=CHECK_STATE), (REFERENCES_CHECK, fact, through, filenode, rows))
+
+
+def record_references_validated(conn: psycopg.Connection, fact: str, rows: int) -> None:
+    """Mark every row of `fact` as checked by `references_resolve`, in the caller's transaction: for a bulk load
+    that has just validated all of them by adding the fact's foreign keys back (`loader.LoadStats.
+    references_validated`), and holds the table's ACCESS EXCLUSIVE lock until it commits, so the highest
+    record id now is the highest there will be when the mark becomes visible. The check then examines only
+    later rows, instead of scanning the whole table again right after the load. `rows`: the table's rows."""
+    if fact not in FACT_SOURCES:
+        raise ValueError(f"unknown fact {fact!r}; expected one of: {', '.join(FACT_SOURCES)}")
+    _ensure_check_state(conn)
+    target = TARGET_TABLES[fact]
+    high, filenode = conn.execute(sql.SQL(
+        "SELECT coalesce(max({sk}), 0), pg_relation_filenode(%s::regclass) FROM {fact}"
+    ).format(sk=sql.Identifier(target.surrogate_key), fact=sql.Identifier(TABLE_SCHEMA, fact)),
+        (f"{TABLE_SCHEMA}.{fact}",)).fetchone()
+    _advance_reference_mark(conn, fact, int(high), int(filenode), rows)
 
 
 DIMENSION_SOURCES = {
