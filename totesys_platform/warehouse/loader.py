@@ -235,9 +235,10 @@ def _copy_csv(conn: psycopg.Connection, into: sql.Identifier, target: TargetTabl
     rows copied."""
     copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
         into, sql.SQL(", ").join(map(sql.Identifier, columns or target.column_names)))
-    # Every non-NULL value is quoted, NULL is an unquoted empty field: PostgreSQL's CSV rules then keep
-    # NULL and "" apart. Arrow renders date32, time32[ms], decimal128 and bool in forms COPY accepts.
-    options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
+    # Every non-NULL string is quoted, NULL is an unquoted empty field: PostgreSQL's CSV rules then keep NULL
+    # and "" apart. Other types go unquoted (less for the server to parse): Arrow renders date32, time32[ms],
+    # decimal128 and bool in forms COPY accepts, none with a comma, quote or newline.
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
     with conn.cursor() as cur:
         with cur.copy(copy) as copier:
             for batch in data.to_batches(max_chunksize=COPY_CHUNK_ROWS):
