@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import tracemalloc
 import uuid
@@ -16,6 +17,7 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from totesys_platform.lake.ingestion import extract as extract_module
 from totesys_platform.lake.ingestion.extract import SourceError, extract_tables, validate_source_schema
 from totesys_platform.lake.manifest import ConcurrentCommitError, TableLog
 from totesys_platform.lake.store import LakeStore, LocalLakeStore
@@ -330,8 +332,9 @@ def test_lengthening_the_lookback_never_archives_a_version_twice(source_url, loc
 # Failures between the two writes, and overlapping runs
 
 
+@pytest.mark.parametrize("connections", [1, 2])
 def test_a_crash_between_file_write_and_commit_leaves_an_orphan_and_the_rerun_archives_once(
-    source_url, lake, monkeypatch
+    source_url, lake, monkeypatch, connections
 ):
     with psycopg.connect(source_url) as conn:
         ids = seed_reference(conn)
@@ -346,19 +349,84 @@ def test_a_crash_between_file_write_and_commit_leaves_an_orphan_and_the_rerun_ar
 
     monkeypatch.setattr(TableLog, "commit", crash_on_sales_order)
     with pytest.raises(RuntimeError, match="process killed"):
-        _run(source_url, lake, batch_ts=BATCH)
+        _run(source_url, lake, batch_ts=BATCH, connections=connections)
     monkeypatch.setattr(TableLog, "commit", real_commit)
 
     log = TableLog(lake, "sales_order")
     assert log.latest() is None and len(log.orphan_files()) == 1  # written, never committed
-    assert TableLog(lake, "payment").latest().seq == 1  # tables before it stay committed
-    assert TableLog(lake, "transaction").latest() is None  # tables after it were not reached
+    committed = {t for t in contract.TABLE_NAMES if TableLog(lake, t).latest() is not None}
+    if connections == 1:
+        assert "payment" in committed  # tables before it stay committed
+        assert "transaction" not in committed  # tables after it were not reached
+    # (On two connections the table being read on the other one when the crash came may have committed too.)
 
-    results = _run(source_url, lake, batch_ts=BATCH + timedelta(minutes=1))
-    assert {t: r.rows for t, r in results.items() if r.rows} == {"sales_order": 2, "staff": 1, "transaction": 2}
+    results = _run(source_url, lake, batch_ts=BATCH + timedelta(minutes=1), connections=connections)
+    archived_again = {t: r.rows for t, r in results.items() if r.rows}
+    assert archived_again["sales_order"] == 2 and not committed & set(archived_again)
+    if connections == 1:
+        assert archived_again == {"sales_order": 2, "staff": 1, "transaction": 2}
     for table in contract.TABLE_NAMES:
         versions = archived_versions(lake, table)
         assert len(versions) == len(set(versions)) and set(versions) == current_versions(source_url, table), table
+
+
+def test_tables_read_on_two_connections_come_from_one_snapshot(source_url, local_lake, monkeypatch):
+    """A sale committed after the run took its snapshot, before the reading connections opened, is seen by no
+    table: the reading connections import the first connection's snapshot."""
+    with psycopg.connect(source_url) as conn:
+        ids = seed_reference(conn)
+        add_sale(conn, ids, T0)
+    real_reader = extract_module._snapshot_reader
+    readers = []
+
+    def write_elsewhere_then_open(*args, **kw):
+        if not readers:  # another writer commits once the run has its snapshot
+            with psycopg.connect(source_url, autocommit=True) as writer:
+                add_sale(writer, ids, T0 + timedelta(seconds=5))
+        readers.append(args)
+        return real_reader(*args, **kw)
+
+    monkeypatch.setattr(extract_module, "_snapshot_reader", write_elsewhere_then_open)
+    first = _run(source_url, local_lake, batch_ts=BATCH, connections=2)
+    assert len(readers) == 2
+    assert first["sales_order"].rows == 1 and first["payment"].rows == 1  # not the later sale, nor its payment
+    monkeypatch.setattr(extract_module, "_snapshot_reader", real_reader)
+    _run(source_url, local_lake, batch_ts=BATCH + timedelta(minutes=1))  # the next run archives the rest
+    for table in ("sales_order", "payment"):
+        versions = archived_versions(local_lake, table)
+        assert len(versions) == len(set(versions)) and set(versions) == current_versions(source_url, table)
+
+
+def test_after_a_failure_no_table_starts_and_the_first_failure_in_table_order_is_raised(
+        source_url, local_lake, monkeypatch):
+    with psycopg.connect(source_url) as conn:
+        ids = seed_reference(conn)
+        add_sale(conn, ids, T0)
+    real_extract = extract_module._extract_table
+    started, failed = [], []
+    lock = threading.Lock()
+
+    def fail_the_first_two_started(conn, store, log, table, *args, **kw):
+        with lock:
+            started.append(table.name)
+            fail = len(started) <= 2
+            if fail:
+                failed.append(table.name)
+        if fail:
+            raise SourceError(f"{table.name} broke")
+        return real_extract(conn, store, log, table, *args, **kw)
+
+    monkeypatch.setattr(extract_module, "_extract_table", fail_the_first_two_started)
+    with pytest.raises(SourceError) as raised:
+        _run(source_url, local_lake, batch_ts=BATCH, connections=2)
+    assert started == failed  # nothing started once a table had failed
+    assert str(raised.value) == f"{min(failed, key=contract.TABLE_NAMES.index)} broke"
+    assert not any(TableLog(local_lake, t).latest() for t in contract.TABLE_NAMES)
+
+
+def test_connections_must_be_at_least_one(source_url, local_lake):
+    with pytest.raises(ValueError, match="connections must be at least 1"):
+        _run(source_url, local_lake, connections=0)
 
 
 def test_overlapping_runs_the_loser_discards_its_file_and_nothing_is_archived_twice(source_url, lake, monkeypatch):

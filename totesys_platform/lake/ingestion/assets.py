@@ -4,6 +4,7 @@ import time
 from datetime import timedelta
 
 import dagster as dg
+from pydantic import Field
 
 from totesys_platform.lake.ingestion.extract import TableExtract, extract_tables
 from totesys_platform.lake.metadata import column_schema, preview_markdown
@@ -37,6 +38,9 @@ INGESTION_SPECS = [
 
 class ExtractConfig(dg.Config):
     lookback_minutes: float = 15.0
+    connections: int = Field(
+        default=2, ge=1,
+        description="Source connections reading tables at once, all on one exported snapshot (1: one after the other).")
 
 
 def _materialization(result: TableExtract) -> dg.MaterializeResult:
@@ -65,7 +69,7 @@ def extract_totesys(
     context.log.info(f"Extracting {len(tables)} tables from {totesys.safe_url}")
     results = extract_tables(
         totesys.connection_url(), lake.ingestion(), tables,
-        lookback=timedelta(minutes=config.lookback_minutes), log=context.log.info,
+        lookback=timedelta(minutes=config.lookback_minutes), log=context.log.info, connections=config.connections,
     )
     total = sum(r.rows for r in results.values())
     context.log.info(f"Extraction done: {total} rows archived in {time.monotonic() - started:.1f}s")

@@ -4,7 +4,8 @@ Plain Python, no Dagster. docs/extraction.md explains the design; in short:
 
 - A *version* is ``(primary key, last_updated)``. Every version visible at some run's snapshot is
   archived exactly once, in one Parquet file referenced by one manifest entry of its table.
-- One run reads all its tables in one read-only REPEATABLE READ transaction (one consistent snapshot).
+- One run reads all its tables from one consistent snapshot: a read-only REPEATABLE READ transaction, whose
+  snapshot the other reading connections import (`pg_export_snapshot`) when tables are read in parallel.
 - A table's state lives in its latest manifest entry: the watermark (the largest last_updated ever
   read, taken from the data, never from a clock) and the versions already archived whose
   last_updated is within `lookback` of it. Each run reads ``last_updated >= watermark - lookback``
@@ -17,9 +18,12 @@ Plain Python, no Dagster. docs/extraction.md explains the design; in short:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import queue
 import re
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -621,33 +625,134 @@ def extract_tables(
     log: Callable[[str], None] = lambda m: None,
     connect_timeout: float = 10,
     statement_timeout: timedelta = timedelta(minutes=30),
+    connections: int = 2,
 ) -> dict[str, TableExtract]:
     """Archive every new version of `tables` from the source into `store`, all from one snapshot.
 
-    Tables are committed one by one: if a table fails, those before it stay committed (each commit is
-    complete on its own) and the error is raised; a rerun continues from there.
+    With `connections` > 1, that many tables are read at once, the largest first, each reading connection
+    importing the snapshot of the first one (`pg_export_snapshot`): every table still comes from the same
+    snapshot. Each table commits on its own: if one fails, the tables already archived stay committed,
+    no table is started after the failure, and the failure (the first in table order) is raised; a rerun
+    continues from there. With 1, the tables are read one after the other in table order.
     """
     wanted = _contract_tables(tables)
     if lookback < timedelta(0):
         raise ValueError(f"lookback must not be negative, got {lookback}")
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be positive, got {batch_rows}")
+    if connections < 1:
+        raise ValueError(f"connections must be at least 1, got {connections}")
     batch_ts = _normalise_batch_ts(batch_ts)
     logs = {t.name: TableLog(store, t.name) for t in wanted}
     # The lake state is read before the snapshot is taken, so every state a run builds on comes from
     # a snapshot older than its own (see docs/extraction.md, "Concurrent runs").
     previous = {name: tl.latest() for name, tl in logs.items()}
 
-    results: dict[str, TableExtract] = {}
+    def extract(conn: psycopg.Connection, table: contract.SourceTable, say: Callable[[str], None]) -> TableExtract:
+        return _extract_table(
+            conn, store, logs[table.name], table, previous[table.name],
+            lookback=lookback, batch_ts=batch_ts, batch_rows=batch_rows, source_url=source_url,
+            snapshot=snapshot, say=say,
+        )
+
     with _source_snapshot(source_url, wanted, connect_timeout, statement_timeout) as (conn, snapshot):
         log(f"Extracting {len(wanted)} tables from {redact_url(source_url)} (snapshot {snapshot}) to {store.url}")
-        for table in wanted:
-            results[table.name] = _extract_table(
-                conn, store, logs[table.name], table, previous[table.name],
-                lookback=lookback, batch_ts=batch_ts, batch_rows=batch_rows, source_url=source_url,
-                snapshot=snapshot, say=log,
-            )
+        if connections == 1 or len(wanted) == 1:
+            return {table.name: extract(conn, table, log) for table in wanted}
+        exported, largest_first = _export_snapshot(conn, wanted, source_url)
+
+        @contextmanager
+        def reader() -> Iterator[psycopg.Connection]:
+            with _snapshot_reader(source_url, exported, connect_timeout, statement_timeout) as reading:
+                yield reading
+
+        results = _extract_in_parallel(largest_first, extract, reader, min(connections, len(wanted)), log)
+    return {table.name: results[table.name] for table in wanted}
+
+
+def _export_snapshot(conn: psycopg.Connection, tables: Sequence[contract.SourceTable],
+                     source_url: str) -> tuple[str, list[contract.SourceTable]]:
+    """The exported id of the connection's snapshot, and `tables` largest first (by the statistics' row
+    counts: unlike pg_relation_size, reading them takes no lock, so a table locked by someone else holds up
+    only its own read)."""
+    try:
+        exported = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        sizes = dict(conn.execute(
+            "SELECT c.relname, greatest(c.reltuples, s.n_live_tup, 0) FROM pg_class AS c "
+            "JOIN pg_namespace AS n ON n.oid = c.relnamespace LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid "
+            "WHERE n.nspname = %s AND c.relname = ANY(%s)",
+            (SOURCE_SCHEMA, [t.name for t in tables])).fetchall())
+    except psycopg.Error as err:
+        raise SourceError(
+            f"cannot share the snapshot of {redact_url(source_url)} with more reading connections: "
+            f"{_driver_message(err, source_url)}. Extract with one connection (connections: 1)"
+        ) from None
+    return exported, sorted(tables, key=lambda t: -sizes.get(t.name, 0))
+
+
+def _extract_in_parallel(
+    tables: Sequence[contract.SourceTable],
+    extract: Callable[[psycopg.Connection, contract.SourceTable, Callable[[str], None]], TableExtract],
+    reader: Callable[[], "contextlib.AbstractContextManager[psycopg.Connection]"],
+    workers: int,
+    log: Callable[[str], None],
+) -> dict[str, TableExtract]:
+    """Extract `tables` (in this order) on `workers` threads, each with its own `reader()` connection.
+
+    psycopg and pyarrow release the GIL while waiting for rows, parsing CSV and writing Parquet, so two
+    tables on two connections take less time than one after the other. Progress messages are passed to
+    `log` on the calling thread. After a failure no table is started; the first failure in table order
+    (or a reading connection's) is raised once the tables in flight are done.
+    """
+    pending: queue.SimpleQueue[contract.SourceTable] = queue.SimpleQueue()
+    for table in tables:
+        pending.put(table)
+    messages: queue.SimpleQueue[str] = queue.SimpleQueue()
+    results: dict[str, TableExtract] = {}
+    errors: dict[str, BaseException] = {}
+    failed = threading.Event()
+
+    def work() -> None:
+        try:
+            with reader() as conn:
+                while not failed.is_set():
+                    try:
+                        table = pending.get_nowait()
+                    except queue.Empty:
+                        return
+                    try:
+                        results[table.name] = extract(conn, table, messages.put)
+                    except BaseException as err:  # noqa: BLE001 - raised on the calling thread below
+                        errors[table.name] = err
+                        failed.set()
+        except BaseException as err:  # noqa: BLE001 - the reading connection could not be opened
+            errors.setdefault("", err)
+            failed.set()
+
+    threads = [threading.Thread(target=work, name=f"extract-{i}", daemon=True) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    try:
+        while any(thread.is_alive() for thread in threads):
+            try:
+                log(messages.get(timeout=0.1))
+            except queue.Empty:
+                pass
+    finally:
+        failed.set()  # if the caller is interrupted, start no more tables
+        for thread in threads:
+            thread.join()
+    while not messages.empty():
+        log(messages.get())
+    for table in [t.name for t in contract.SOURCE_TABLES.values()] + [""]:
+        if table in errors:
+            raise errors[table]
     return results
+
+
+def _session_settings(conn: psycopg.Connection, statement_timeout: timedelta) -> None:
+    conn.execute("SET LOCAL DateStyle = ISO")
+    conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout // _MS),))
 
 
 @contextmanager
@@ -661,10 +766,7 @@ def _source_snapshot(source_url: str, tables: Sequence[contract.SourceTable], co
         conn.read_only = True
         with conn.transaction():
             try:
-                conn.execute("SET LOCAL DateStyle = ISO")
-                conn.execute(
-                    "SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout // _MS),)
-                )
+                _session_settings(conn, statement_timeout)
                 validate_source_schema(conn, [t.name for t in tables])
                 snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
             except psycopg.Error as err:
@@ -672,6 +774,30 @@ def _source_snapshot(source_url: str, tables: Sequence[contract.SourceTable], co
                     f"reading the schema of {redact_url(source_url)} failed: {_driver_message(err, source_url)}"
                 ) from None
             yield conn, snapshot
+    finally:
+        conn.close()
+
+
+@contextmanager
+def _snapshot_reader(source_url: str, exported: str, connect_timeout: float,
+                     statement_timeout: timedelta) -> Iterator[psycopg.Connection]:
+    """Another connection in a read-only REPEATABLE READ transaction on the exported snapshot `exported`."""
+    conn = _connect(source_url, connect_timeout)
+    try:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            try:
+                # The id comes from the server's pg_export_snapshot(); SET takes no bound parameters.
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
+                _session_settings(conn, statement_timeout)
+            except psycopg.Error as err:
+                raise SourceError(
+                    f"cannot open another reading connection on the extraction's snapshot at "
+                    f"{redact_url(source_url)}: {_driver_message(err, source_url)}. Extract with one connection "
+                    "(connections: 1)"
+                ) from None
+            yield conn
     finally:
         conn.close()
 
