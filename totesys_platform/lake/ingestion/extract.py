@@ -756,50 +756,52 @@ def _session_settings(conn: psycopg.Connection, statement_timeout: timedelta) ->
 
 
 @contextmanager
-def _source_snapshot(source_url: str, tables: Sequence[contract.SourceTable], connect_timeout: float,
-                     statement_timeout: timedelta) -> Iterator[tuple[psycopg.Connection, str]]:
-    """A connection inside one read-only REPEATABLE READ transaction (one snapshot for every read), with ISO
-    dates and the statement timeout set and `tables` validated against the contract; and the snapshot."""
+def _read_only_transaction(source_url: str, connect_timeout: float) -> Iterator[psycopg.Connection]:
+    """A new connection inside a read-only REPEATABLE READ transaction (one snapshot); closed on exit."""
     conn = _connect(source_url, connect_timeout)
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         with conn.transaction():
-            try:
-                _session_settings(conn, statement_timeout)
-                validate_source_schema(conn, [t.name for t in tables])
-                snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
-            except psycopg.Error as err:
-                raise SourceError(
-                    f"reading the schema of {redact_url(source_url)} failed: {_driver_message(err, source_url)}"
-                ) from None
-            yield conn, snapshot
+            yield conn
     finally:
         conn.close()
+
+
+@contextmanager
+def _source_snapshot(source_url: str, tables: Sequence[contract.SourceTable], connect_timeout: float,
+                     statement_timeout: timedelta) -> Iterator[tuple[psycopg.Connection, str]]:
+    """A connection inside one read-only REPEATABLE READ transaction (one snapshot for every read), with ISO
+    dates and the statement timeout set and `tables` validated against the contract; and the snapshot."""
+    with _read_only_transaction(source_url, connect_timeout) as conn:
+        try:
+            _session_settings(conn, statement_timeout)
+            validate_source_schema(conn, [t.name for t in tables])
+            snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+        except psycopg.Error as err:
+            raise SourceError(
+                f"reading the schema of {redact_url(source_url)} failed: {_driver_message(err, source_url)}"
+            ) from None
+        yield conn, snapshot
 
 
 @contextmanager
 def _snapshot_reader(source_url: str, exported: str, connect_timeout: float,
                      statement_timeout: timedelta) -> Iterator[psycopg.Connection]:
     """Another connection in a read-only REPEATABLE READ transaction on the exported snapshot `exported`."""
-    conn = _connect(source_url, connect_timeout)
-    try:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        with conn.transaction():
-            try:
-                # The id comes from the server's pg_export_snapshot(); SET takes no bound parameters.
-                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
-                _session_settings(conn, statement_timeout)
-            except psycopg.Error as err:
-                raise SourceError(
-                    f"cannot open another reading connection on the extraction's snapshot at "
-                    f"{redact_url(source_url)}: {_driver_message(err, source_url)}. Extract with one connection "
-                    "(connections: 1)"
-                ) from None
-            yield conn
-    finally:
-        conn.close()
+    with _read_only_transaction(source_url, connect_timeout) as conn:
+        try:
+            # Before any other statement. The id comes from the server's pg_export_snapshot(); SET takes no
+            # bound parameters.
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
+            _session_settings(conn, statement_timeout)
+        except psycopg.Error as err:
+            raise SourceError(
+                f"cannot open another reading connection on the extraction's snapshot at "
+                f"{redact_url(source_url)}: {_driver_message(err, source_url)}. Extract with one connection "
+                "(connections: 1)"
+            ) from None
+        yield conn
 
 
 def read_source_table(source_url: str, table_name: str, *, connect_timeout: float = 10,
