@@ -1,4 +1,5 @@
-"""Load one Arrow table into a warehouse table: COPY into a staging table, then one set-based merge.
+"""Load one Arrow table into a warehouse table: COPY into a staging table, then one set-based merge (or, into
+an empty table given each key or version once, COPY straight into it).
 
 Plain psycopg, no Dagster. Two modes, one per kind of table (contract rules 5 and 6):
 
@@ -10,8 +11,8 @@ Plain psycopg, no Dagster. Two modes, one per kind of table (contract rules 5 an
 
 Before a fact is merged, every foreign key is checked against the dimensions (one anti-join per key), so a
 dangling reference is reported by table, column, value and natural key rather than as a constraint name. A bulk
-load (into an empty fact, or a big catch-up) instead sets the fact's foreign keys and secondary indexes aside,
-inserts, and restores them, which checks the same once; see `_load_kind`.
+load (into an empty fact, or a big catch-up) instead sets the fact's foreign keys and secondary indexes aside
+(into an empty fact, its keys too), inserts, and restores them, which checks the same once; see `_load_kind`.
 
 The caller owns the transaction: `load_table` never commits, and after any failure the caller rolls back,
 which leaves the target exactly as it was.
