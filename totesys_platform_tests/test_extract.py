@@ -424,6 +424,18 @@ def test_after_a_failure_no_table_starts_and_the_first_failure_in_table_order_is
     assert not any(TableLog(local_lake, t).latest() for t in contract.TABLE_NAMES)
 
 
+@pytest.mark.parametrize("connections", [1, 2])
+def test_tables_with_nothing_new_are_reported_in_one_line(source_url, local_lake, connections):
+    with psycopg.connect(source_url) as conn:
+        ids = seed_reference(conn)
+        add_sale(conn, ids, T0)
+    _run(source_url, local_lake, batch_ts=BATCH)
+    messages: list[str] = []
+    _run(source_url, local_lake, batch_ts=BATCH + timedelta(minutes=1), log=messages.append, connections=connections)
+    assert len(messages) == 2, messages  # the start, and one line for the 11 unchanged tables
+    assert messages[1].startswith(f"Nothing new in {', '.join(contract.TABLE_NAMES)} (")
+
+
 def test_connections_must_be_at_least_one(source_url, local_lake):
     with pytest.raises(ValueError, match="connections must be at least 1"):
         _run(source_url, local_lake, connections=0)

@@ -573,8 +573,7 @@ def _extract_table(
 
     since = _iso(_from_ms(read_from)) if read_from is not None else "the beginning"
     watermark_from = _from_ms(state.watermark) if state.watermark is not None else None
-    if written is None:
-        say(f"{table.name}: nothing new since {since} ({dedup.duplicates} versions already archived)")
+    if written is None:  # reported with the other unchanged tables by extract_tables, in one line
         total = int(previous.state.get("total_rows", 0)) if previous else 0
         return TableExtract(table.name, 0, None, None, watermark_from, watermark_from, dedup.duplicates, preview, total)
 
@@ -658,15 +657,21 @@ def extract_tables(
     with _source_snapshot(source_url, wanted, connect_timeout, statement_timeout) as (conn, snapshot):
         log(f"Extracting {len(wanted)} tables from {redact_url(source_url)} (snapshot {snapshot}) to {store.url}")
         if connections == 1 or len(wanted) == 1:
-            return {table.name: extract(conn, table, log) for table in wanted}
-        exported, largest_first = _export_snapshot(conn, wanted, source_url)
+            results = {table.name: extract(conn, table, log) for table in wanted}
+        else:
+            exported, largest_first = _export_snapshot(conn, wanted, source_url)
 
-        @contextmanager
-        def reader() -> Iterator[psycopg.Connection]:
-            with _snapshot_reader(source_url, exported, connect_timeout, statement_timeout) as reading:
-                yield reading
+            @contextmanager
+            def reader() -> Iterator[psycopg.Connection]:
+                with _snapshot_reader(source_url, exported, connect_timeout, statement_timeout) as reading:
+                    yield reading
 
-        results = _extract_in_parallel(largest_first, extract, reader, min(connections, len(wanted)), log)
+            results = _extract_in_parallel(largest_first, extract, reader, min(connections, len(wanted)), log)
+    unchanged = [results[t.name] for t in wanted if not results[t.name].rows]
+    if unchanged:
+        # One line, not one per table: each log line is an event the run storage writes.
+        log(f"Nothing new in {', '.join(r.table for r in unchanged)} "
+            f"({sum(r.duplicates_skipped for r in unchanged)} versions read again were already archived)")
     return {table.name: results[table.name] for table in wanted}
 
 
@@ -707,7 +712,7 @@ def _extract_in_parallel(
     pending: queue.SimpleQueue[contract.SourceTable] = queue.SimpleQueue()
     for table in tables:
         pending.put(table)
-    messages: queue.SimpleQueue[str] = queue.SimpleQueue()
+    messages: queue.SimpleQueue[str | None] = queue.SimpleQueue()
     results: dict[str, TableExtract] = {}
     errors: dict[str, BaseException] = {}
     failed = threading.Event()
@@ -728,22 +733,24 @@ def _extract_in_parallel(
         except BaseException as err:  # noqa: BLE001 - the reading connection could not be opened
             errors.setdefault("", err)
             failed.set()
+        finally:
+            messages.put(None)  # this worker is done
 
     threads = [threading.Thread(target=work, name=f"extract-{i}", daemon=True) for i in range(workers)]
     for thread in threads:
         thread.start()
     try:
-        while any(thread.is_alive() for thread in threads):
-            try:
-                log(messages.get(timeout=0.1))
-            except queue.Empty:
-                pass
+        running = workers
+        while running:
+            message = messages.get()
+            if message is None:
+                running -= 1
+            else:
+                log(message)
     finally:
         failed.set()  # if the caller is interrupted, start no more tables
         for thread in threads:
             thread.join()
-    while not messages.empty():
-        log(messages.get())
     for table in [t.name for t in contract.SOURCE_TABLES.values()] + [""]:
         if table in errors:
             raise errors[table]
