@@ -63,12 +63,10 @@ def _build_warehouse_asset(name: str) -> dg.AssetsDefinition:
             context.log.warning(f"{name}: {why}; merging all {head} processed batches again")
             context.add_output_metadata({"reloaded_all_batches": dg.MetadataValue.text(why)})
         data, last_seq = read_processed(processed, name, after_seq=loaded_through)
-        context.log.info(
-            f"{name}: {data.num_rows} processed rows to merge ({mode}), processed batches "
-            f"{loaded_through + 1}..{last_seq}" if last_seq > loaded_through else f"{name}: nothing new to load"
-        )
-        if last_seq <= loaded_through:
+        if last_seq <= loaded_through:  # nothing new: the metadata says so (a log line is one more stored event)
             return ProcessedBatch(data=data)
+        context.log.info(
+            f"{name}: {data.num_rows} processed rows to merge ({mode}), processed batches {loaded_through + 1}..{last_seq}")
         return ProcessedBatch(data=data, processed_seq=last_seq,
                               processed_commit_id=processed_commit_id(processed, name, last_seq))
 

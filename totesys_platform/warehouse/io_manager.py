@@ -172,11 +172,12 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             database = conn.info.dbname
             conn.commit()
 
-        context.log.info(
-            f"{table}: {stats.staged} rows staged, {stats.inserted} inserted, {stats.updated} updated, "
-            f"{stats.unchanged} unchanged ({mode}); {row_count} rows in the table"
-            + (f"; loaded through processed batch {processed_seq}" if processed_seq is not None else "")
-            + (f" (commit {commit_id})" if processed_seq is not None and commit_id else ""))
+        if stats.staged:  # an empty batch: the metadata says so (a log line is one more event to store)
+            context.log.info(
+                f"{table}: {stats.staged} rows staged, {stats.inserted} inserted, {stats.updated} updated, "
+                f"{stats.unchanged} unchanged ({mode}); {row_count} rows in the table"
+                + (f"; loaded through processed batch {processed_seq}" if processed_seq is not None else "")
+                + (f" (commit {commit_id})" if processed_seq is not None and commit_id else ""))
         metadata: dict[str, object] = {
             "rows_inserted": dg.MetadataValue.int(stats.inserted),
             "rows_updated": dg.MetadataValue.int(stats.updated),
