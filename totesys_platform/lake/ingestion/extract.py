@@ -19,6 +19,7 @@ Plain Python, no Dagster. docs/extraction.md explains the design; in short:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import queue
@@ -660,12 +661,7 @@ def extract_tables(
             results = {table.name: extract(conn, table, log) for table in wanted}
         else:
             exported, largest_first = _export_snapshot(conn, wanted, source_url)
-
-            @contextmanager
-            def reader() -> Iterator[psycopg.Connection]:
-                with _snapshot_reader(source_url, exported, connect_timeout, statement_timeout) as reading:
-                    yield reading
-
+            reader = functools.partial(_snapshot_reader, source_url, exported, connect_timeout, statement_timeout)
             results = _extract_in_parallel(largest_first, extract, reader, min(connections, len(wanted)), log)
     unchanged = [results[t.name] for t in wanted if not results[t.name].rows]
     if unchanged:
