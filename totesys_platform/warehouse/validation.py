@@ -261,7 +261,8 @@ def record_references_validated(conn: psycopg.Connection, fact: str, rows: int) 
     later rows, instead of scanning the whole table again right after the load. `rows`: the table's rows."""
     if fact not in FACT_SOURCES:
         raise ValueError(f"unknown fact {fact!r}; expected one of: {', '.join(FACT_SOURCES)}")
-    _ensure_check_state(conn)
+    if conn.execute("SELECT to_regclass(%s)", (f"{META_SCHEMA}.check_state",)).fetchone()[0] is None:
+        _ensure_check_state(conn)  # its schema lock is then held until the load commits: only the first time
     target = TARGET_TABLES[fact]
     high, filenode = conn.execute(sql.SQL(
         "SELECT coalesce(max({sk}), 0), pg_relation_filenode(%s::regclass) FROM {fact}"
