@@ -184,19 +184,19 @@ def source_bytes(url: str) -> int:
 
 
 def lake_stats(root: Path) -> dict:
-    """Files, bytes and compression of the lake's Parquet data (manifests and reports counted apart)."""
+    """Files, bytes and compression of the lake's Parquet data (Delta logs and reports counted apart)."""
     import pyarrow.parquet as pq
 
     stats = {}
     for zone in ("ingestion", "processed"):
-        files = [p for p in (root / zone).rglob("*.parquet") if "_manifests" not in p.parts]
+        files = [p for p in (root / zone).rglob("*.parquet") if "_delta_log" not in p.parts]
         codecs, rows = set(), 0
         for path in files:
             meta = pq.ParquetFile(path).metadata
             rows += meta.num_rows
             for g in range(meta.num_row_groups):
                 codecs.update(meta.row_group(g).column(c).compression for c in range(meta.num_columns))
-        others = [p for p in (root / zone).rglob("*") if p.is_file() and p.suffix != ".parquet"]
+        others = [p for p in (root / zone).rglob("*") if p.is_file() and p not in set(files)]
         stats[zone] = {
             "files": len(files), "bytes": sum(p.stat().st_size for p in files), "rows": rows,
             "codecs": sorted(codecs), "other_files": len(others),
@@ -776,7 +776,7 @@ def render_report(options: Options, output: Path, machine: dict, records: list[R
             add("")
     add("## Lake files (ours)")
     add("")
-    add("| scale | zone | Parquet files | MiB | rows | bytes/row | codecs | manifests etc. |")
+    add("| scale | zone | Parquet files | MiB | rows | bytes/row | codecs | Delta logs etc. |")
     add("|---|---|---|---|---|---|---|---|")
     for info in scales:
         for zone, z in info.lake.items():

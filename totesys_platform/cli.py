@@ -5,7 +5,7 @@
     totesys-platform simulate [--orders-per-minute 2] [--duration SECONDS] ...
     totesys-platform run [--port 3000] [--no-simulator] [--seed-scale 1]
     totesys-platform lake quarantine --table T --id N --last-updated TS --reason TEXT
-    totesys-platform lake clean-orphans [--older-than-hours 24] [--dry-run]
+    totesys-platform lake convert
 
 Exit codes: 0 done, 1 failed (one or two lines say what went wrong and what to do), 2 bad usage,
 130 interrupted.
@@ -153,27 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--last-updated", required=True, type=_timestamp, metavar="TS",
                             help="the bad version's last_updated, e.g. '2024-11-04 09:30:15.123'")
     quarantine.add_argument("--reason", required=True, help="why (kept with the record)")
-    clean = lake_commands.add_parser(
-        "clean-orphans", help="delete data files no manifest entry references (failed runs' leftovers)",
-        description="Delete, in both zones (LAKE_INGESTION_URL, LAKE_PROCESSED_URL), the data files that no manifest "
-                    "entry references: leftovers of runs that failed between writing a file and committing it. "
-                    "They are never read, so this only frees space. Files younger than --older-than-hours are "
-                    "kept: they may belong to a run still writing.",
+    lake_commands.add_parser(
+        "convert", help="convert a lake written before Delta Lake (manifest logs) once, without re-extracting",
+        description="Convert the ingestion zone named by LAKE_INGESTION_URL from the earlier layout (Parquet batches "
+                    "and _manifests/ commit logs) to Delta Lake tables, keeping every archived version, its batch "
+                    "number and the extraction state. Idempotent; `make run` does it on start. The processed zone "
+                    "is built again from the converted ingestion zone by the next pipeline run.",
     )
-    clean.add_argument("--older-than-hours", type=_positive_hours, default=24.0, metavar="H",
-                       help="only files whose batch time is at least this old")
-    clean.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     return parser
-
-
-def _positive_hours(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"give a positive number of hours, e.g. 24, not {text!r}")
-    return value
 
 
 def _timestamp(text: str):
@@ -189,40 +176,19 @@ def _timestamp(text: str):
 
 
 def _lake(args) -> int:
+    from totesys_platform.lake.delta import LakeZone
     from totesys_platform.lake.quarantine import quarantine_version
-    from totesys_platform.lake.store import LakeStore
 
     config = settings.Settings.from_env()
-    store = LakeStore.from_url(config.lake_ingestion_url, endpoint_url=config.aws_endpoint_url,
-                               setting="LAKE_INGESTION_URL")
-    if args.lake_command == "clean-orphans":
-        processed = LakeStore.from_url(config.lake_processed_url, endpoint_url=config.aws_endpoint_url,
-                                       setting="LAKE_PROCESSED_URL")
-        return _clean_orphans(store, processed, args.older_than_hours, args.dry_run)
-    record = quarantine_version(store, args.table, args.id, args.last_updated, args.reason)
-    say(f"quarantined {record.table} id {record.id} last_updated {record.last_updated} in {store.url}")
-    return 0
+    zone = LakeZone(config.lake_ingestion_url, endpoint_url=config.aws_endpoint_url, setting="LAKE_INGESTION_URL")
+    if args.lake_command == "convert":
+        from totesys_platform.lake.convert import convert_ingestion_zone
 
-
-def _clean_orphans(ingestion, processed, older_than_hours: float, dry_run: bool) -> int:
-    from datetime import datetime, timedelta, timezone
-
-    from totesys_platform.lake.manifest import TableLog
-    from totesys_platform.source.contract import TABLE_NAMES
-    from totesys_platform.star_schema import TARGET_TABLES
-
-    cutoff = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=older_than_hours)
-    found = 0
-    for store, tables in ((ingestion, TABLE_NAMES), (processed, TARGET_TABLES)):
-        for table in tables:
-            orphans = TableLog(store, table).orphan_files(written_before=cutoff)
-            for key in orphans:
-                if not dry_run:
-                    store.delete(key)
-                say(f"{'would delete' if dry_run else 'deleted'} {store.uri(key)}")
-            found += len(orphans)
-    verb = "would be deleted (dry run)" if dry_run else "deleted"
-    say(f"{found} unreferenced data file(s) written before {cutoff:%Y-%m-%d %H:%M} UTC {verb}")
+        if convert_ingestion_zone(zone, say=say).nothing_to_do:
+            say(f"nothing to convert in {zone.url}: it holds no lake in the earlier manifest format")
+        return 0
+    record = quarantine_version(zone, args.table, args.id, args.last_updated, args.reason)
+    say(f"quarantined {record.table} id {record.id} last_updated {record.last_updated} in {zone.url}")
     return 0
 
 

@@ -16,7 +16,8 @@ from typing import Iterator
 import dagster as dg
 import psycopg
 
-from totesys_platform.lake.store import LakeStore, S3Timeouts
+from totesys_platform.lake.delta import LakeZone
+from totesys_platform.lake.store import S3Timeouts
 from totesys_platform.secrets import resolve_db_url
 from totesys_platform.settings import Settings, redact_url
 
@@ -65,15 +66,15 @@ class LakeResource(dg.ConfigurableResource):
     s3_read_timeout_seconds: float = S3Timeouts.read_seconds
     s3_max_attempts: int = S3Timeouts.max_attempts
 
-    def _store(self, url: str, setting: str) -> LakeStore:
+    def _zone(self, url: str, setting: str) -> LakeZone:
         timeouts = S3Timeouts(read_seconds=self.s3_read_timeout_seconds, max_attempts=self.s3_max_attempts)
-        return LakeStore.from_url(url, endpoint_url=self.aws_endpoint_url or None, setting=setting, s3_timeouts=timeouts)
+        return LakeZone(url, endpoint_url=self.aws_endpoint_url or None, setting=setting, s3_timeouts=timeouts)
 
-    def ingestion(self) -> LakeStore:
-        return self._store(self.ingestion_url, "LAKE_INGESTION_URL")
+    def ingestion(self) -> LakeZone:
+        return self._zone(self.ingestion_url, "LAKE_INGESTION_URL")
 
-    def processed(self) -> LakeStore:
-        return self._store(self.processed_url, "LAKE_PROCESSED_URL")
+    def processed(self) -> LakeZone:
+        return self._zone(self.processed_url, "LAKE_PROCESSED_URL")
 
 
 def _env_or(name: str, default: str) -> str | dg.EnvVar:
@@ -96,19 +97,22 @@ def _positive_env(name: str, default: float, kind: type = float) -> float:
 
 def build_resources() -> dict[str, object]:
     """Resources for the code location, from the environment (see settings.py for the variables)."""
+    from totesys_platform.lake.io_manager import LakeIOManager
     from totesys_platform.warehouse.io_manager import WarehouseIOManager
 
     defaults = Settings.from_env({k: v for k, v in os.environ.items() if k in ("TOTESYS_LOCAL_DIR", "TOTESYS_LOCAL_PG_PORT")})
     warehouse_url = _env_or("WAREHOUSE_DB_URL", defaults.warehouse_db_url)
+    lake = LakeResource(
+        ingestion_url=_env_or("LAKE_INGESTION_URL", defaults.lake_ingestion_url),
+        processed_url=_env_or("LAKE_PROCESSED_URL", defaults.lake_processed_url),
+        aws_endpoint_url=_env_or("AWS_ENDPOINT_URL", ""),
+        s3_read_timeout_seconds=_positive_env("LAKE_S3_READ_TIMEOUT_SECONDS", S3Timeouts.read_seconds),
+        s3_max_attempts=int(_positive_env("LAKE_S3_MAX_ATTEMPTS", S3Timeouts.max_attempts, int)),
+    )
     return {
         "totesys": TotesysDatabase(db_url=_env_or("TOTESYS_DB_URL", defaults.totesys_db_url)),
-        "lake": LakeResource(
-            ingestion_url=_env_or("LAKE_INGESTION_URL", defaults.lake_ingestion_url),
-            processed_url=_env_or("LAKE_PROCESSED_URL", defaults.lake_processed_url),
-            aws_endpoint_url=_env_or("AWS_ENDPOINT_URL", ""),
-            s3_read_timeout_seconds=_positive_env("LAKE_S3_READ_TIMEOUT_SECONDS", S3Timeouts.read_seconds),
-            s3_max_attempts=int(_positive_env("LAKE_S3_MAX_ATTEMPTS", S3Timeouts.max_attempts, int)),
-        ),
+        "lake": lake,
+        "lake_io_manager": LakeIOManager(lake=lake),
         "warehouse": WarehouseDatabase(db_url=warehouse_url),
         "warehouse_io_manager": WarehouseIOManager(db_url=warehouse_url),
     }

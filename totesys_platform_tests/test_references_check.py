@@ -128,7 +128,7 @@ def test_a_bulk_load_that_validated_every_row_moves_the_mark_and_later_rows_are_
     _, processed, url = loaded
     with psycopg.connect(url) as conn:
         conn.execute("TRUNCATE fact_sales_order")  # a new relfilenode, as a rebuild gives: the old mark is void
-        data, _ = read_processed(processed, "fact_sales_order")
+        data = read_processed(processed, "fact_sales_order")
         stats = load_table(conn, "fact_sales_order", data, "append_versions")
         assert stats.references_validated  # into an empty fact: the foreign keys were added back
         record_references_validated(conn, "fact_sales_order", stats.inserted)

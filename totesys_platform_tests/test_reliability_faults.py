@@ -6,7 +6,7 @@ compared on all 11 tables, rows as sets (a fact's surrogate record id aside).
 
 Kill points: a random moment of the extraction (and optionally of the whole run), and two windows too short to hit
 by timing, reached by a crash hook (`sitecustomize.py` put on the subprocess's path by the test; no product
-code knows about it): just before a lake manifest commit (the data file written, the state not yet), and
+code knows about it): just before a lake table's Delta commit (its batch prepared, nothing committed), and
 inside the warehouse merge transaction (rows merged, load state not yet recorded, nothing committed).
 
 `FAULT_KILLS=n` adds n kills at random moments of the second state's runs (default 0: the kill points above
@@ -37,9 +37,9 @@ from psycopg import sql
 
 from totesys_platform.automation.checks import FACT_HISTORY_CHECKS, REFERENTIAL_CHECKS
 from totesys_platform.lake.ingestion.assets import extract_totesys
-from totesys_platform.lake.manifest import TableLog
+from totesys_platform.lake.delta import LakeZone, Position
+from totesys_platform.lake.io_manager import LakeIOManager
 from totesys_platform.lake.processed.assets import PROCESSED_ASSETS
-from totesys_platform.lake.store import LakeStore
 from totesys_platform.local.postgres import free_port
 from totesys_platform.resources import LakeResource, TotesysDatabase, WarehouseDatabase
 from totesys_platform.source import simulator
@@ -76,15 +76,16 @@ if _spec:
             os.kill(os.getpid(), signal.SIGKILL)
 
     if _where == "lake_commit":
-        from totesys_platform.lake import manifest as _manifest
+        from totesys_platform.lake import delta as _delta
 
-        _commit = _manifest.TableLog.commit
+        for _name in ("append", "merge"):
+            def _wrap(real):
+                def commit(self, *args, **kwargs):
+                    _die_at_nth_call()  # the batch is prepared (rows spooled); its Delta commit is not made
+                    return real(self, *args, **kwargs)
+                return commit
 
-        def commit(self, **kwargs):
-            _die_at_nth_call()  # the data and state files are written; the manifest entry is not
-            return _commit(self, **kwargs)
-
-        _manifest.TableLog.commit = commit
+            setattr(_delta.LakeTable, _name, _wrap(getattr(_delta.LakeTable, _name)))
     elif _where == "warehouse_merge":
         from totesys_platform.warehouse import io_manager as _io
 
@@ -113,19 +114,21 @@ class Stack:
     endpoint: str = ""
 
     def resources(self) -> dict:
+        lake = LakeResource(ingestion_url=self.ingestion_url, processed_url=self.processed_url,
+                            aws_endpoint_url=self.endpoint)
         return {
             "totesys": TotesysDatabase(db_url=self.totesys_url),
-            "lake": LakeResource(
-                ingestion_url=self.ingestion_url, processed_url=self.processed_url, aws_endpoint_url=self.endpoint),
+            "lake": lake,
+            "lake_io_manager": LakeIOManager(lake=lake),
             "warehouse": WarehouseDatabase(db_url=self.warehouse_url),
             "warehouse_io_manager": WarehouseIOManager(db_url=self.warehouse_url),
         }
 
-    def ingestion(self) -> LakeStore:
-        return LakeStore.from_url(self.ingestion_url, endpoint_url=self.endpoint or None)
+    def ingestion(self) -> LakeZone:
+        return LakeZone(self.ingestion_url, endpoint_url=self.endpoint or None)
 
-    def processed(self) -> LakeStore:
-        return LakeStore.from_url(self.processed_url, endpoint_url=self.endpoint or None)
+    def processed(self) -> LakeZone:
+        return LakeZone(self.processed_url, endpoint_url=self.endpoint or None)
 
     def env(self, dagster_home: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "TOTESYS_", "LAKE_", "DAGSTER_"))}
@@ -175,31 +178,37 @@ def assert_same_warehouse(actual_url: str, expected: dict[str, list[tuple]], con
             f"unexpected {sorted(got - want, key=repr)[:2]}")
 
 
-def load_state(url: str) -> dict[str, int]:
+def load_state(url: str) -> dict[str, Position]:
     with psycopg.connect(url) as conn:
         exists = conn.execute("SELECT to_regclass('totesys_meta.load_state') IS NOT NULL").fetchone()[0]
         if not exists:
             return {}
-        return dict(conn.execute("SELECT table_name, processed_seq FROM totesys_meta.load_state"))
+        return {table: Position(*rest) for table, *rest in conn.execute(
+            "SELECT table_name, processed_table_id, processed_version, processed_committed_at "
+            "FROM totesys_meta.load_state")}
 
 
 def lake_heads(stack: Stack) -> dict[str, int]:
-    """The latest manifest seq of every lake table, both zones ("ingestion/<t>", "processed/<t>")."""
-    heads = {f"ingestion/{t}": TableLog(stack.ingestion(), t).latest_seq() for t in TABLE_NAMES}
-    heads |= {f"processed/{t}": TableLog(stack.processed(), t).latest_seq() for t in TARGET_TABLES}
+    """The version of every lake table, both zones ("ingestion/<t>", "processed/<t>"); -1 for none."""
+    heads = {f"ingestion/{t}": stack.ingestion().table(t).snapshot().version for t in TABLE_NAMES}
+    heads |= {f"processed/{t}": stack.processed().table(t).snapshot().version for t in TARGET_TABLES}
     return heads
 
 
 def assert_consistent(stack: Stack) -> None:
-    """What must hold after ANY crash: the warehouse never claims a processed batch the lake lacks, and a
-    processed table never claims an ingestion entry the lake lacks."""
-    heads = lake_heads(stack)
-    for table, seq in load_state(stack.warehouse_url).items():
-        assert seq <= heads[f"processed/{table}"], f"warehouse {table} loaded through {seq}, lake has less"
-    for table in TARGET_TABLES:
-        latest = TableLog(stack.processed(), table).latest()
-        for source, seq in (latest.state.get("consumed", {}) if latest else {}).items():
-            assert seq <= heads[f"ingestion/{source}"], f"processed {table} consumed {source} {seq}, lake has less"
+    """What must hold after ANY crash: the warehouse never claims a processed version the lake lacks, and a
+    processed table never claims an ingestion version the lake lacks."""
+    processed = {t: stack.processed().table(t).snapshot() for t in TARGET_TABLES}
+    ingestion = {t: stack.ingestion().table(t).snapshot() for t in TABLE_NAMES}
+    for table, position in load_state(stack.warehouse_url).items():
+        now = processed[table]
+        assert now.table_id == position.table_id and position.version <= now.version, \
+            f"warehouse {table} loaded through {position}, lake has less"
+    for table, now in processed.items():
+        for source, body in (now.state.get("consumed") or {}).items():
+            position = Position.from_json(body)
+            assert ingestion[source].table_id == position.table_id and position.version <= ingestion[source].version, \
+                f"processed {table} consumed {source} {position}, lake has less"
 
 
 def clone_database(pg_server, template_url: str, prefix: str) -> str:
@@ -405,24 +414,26 @@ def test_killed_runs_resume_to_the_warehouse_of_runs_that_never_failed(
 
 
 @pytest.mark.parametrize("table", ["dim_date", "dim_counterparty"])  # the two kinds of builder state
-def test_a_crash_after_the_processed_state_is_written_does_not_block_the_next_run(stack_after_s1, monkeypatch, table):
-    """Found by the kill test: the state file of the crashed attempt sat at the key the next attempt
-    wanted, and the exclusive write refused it on every run after."""
+def test_a_crash_before_a_processed_commit_does_not_block_the_next_run(stack_after_s1, monkeypatch, table):
+    """The builder state is read from the lake tables themselves (dim_date's range, the reference rows):
+    a crashed attempt leaves nothing behind that the next one trips over."""
+    from totesys_platform.lake.delta import LakeTable
     from totesys_platform.lake.processed.runner import process_table
+    from totesys_platform.lake.writes import commit_write
 
     stack = stack_after_s1
     run_in_process(stack, selection=[extract_totesys])
-    commit = TableLog.commit
 
-    def crash(self, **kwargs):
-        raise SystemExit("killed between the state files and the manifest commit")
+    def crash(self, *args, **kwargs):
+        raise SystemExit("killed before the processed commit")
 
-    monkeypatch.setattr(TableLog, "commit", crash)
-    with pytest.raises(SystemExit):
-        process_table(table, stack.ingestion(), stack.processed())
-    monkeypatch.setattr(TableLog, "commit", commit)
+    with monkeypatch.context() as patched:
+        patched.setattr(LakeTable, "append", crash)
+        patched.setattr(LakeTable, "merge", crash)
+        with pytest.raises(SystemExit):
+            commit_write(process_table(table, stack.ingestion(), stack.processed()).write)
     result = process_table(table, stack.ingestion(), stack.processed())
-    assert result.changed
+    assert result.changed and commit_write(result.write) is not None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -543,12 +554,9 @@ def test_hung_source_and_warehouse_connections_are_clear_errors_within_a_bounded
 def test_the_lake_bucket_deleted_mid_run_fails_cleanly_and_a_restored_bucket_recovers(
     stack_after_s1, reference, moto_endpoint
 ):
-    """Both zones on S3 (moto), backed up before the run. As soon as the run commits its first batch, the
-    bucket is emptied and deleted; the run fails with a lake error naming it and nothing downstream moves.
-    Once the bucket is restored from the backup, the next run finishes the job.
-
-    A lock on totesys' last table keeps the extraction from finishing before the bucket is gone, so the
-    deletion always strikes during the extraction."""
+    """Both zones on S3 (moto), backed up before the run. While the extraction is reading (held back by a lock
+    on totesys' last table), the bucket is emptied and deleted; the run fails with a lake error naming it
+    and nothing downstream moves. Once the bucket is restored from the backup, the next run finishes the job."""
     stack = stack_after_s1
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="eu-west-2")
     bucket = f"lake-{uuid.uuid4().hex[:10]}"
@@ -561,43 +569,37 @@ def test_the_lake_bucket_deleted_mid_run_fails_cleanly_and_a_restored_bucket_rec
             if path.is_file():
                 s3.upload_file(str(path), bucket, path.relative_to(backup).as_posix())
 
+    def keys(name: str) -> list[str]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=name)
+        return [item["Key"] for page in pages for item in page.get("Contents", ())]
+
     restore_bucket_from_backup()
     stack.ingestion_url, stack.processed_url = f"s3://{bucket}/ingestion", f"s3://{bucket}/processed"
     stack.endpoint = moto_endpoint
     heads_before, state_before = lake_heads(stack), load_state(stack.warehouse_url)
 
-    def keys(name: str, prefix: str = "") -> list[str]:
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=name, Prefix=prefix)
-        return [item["Key"] for page in pages for item in page.get("Contents", ())]
-
-    manifests_before = set(keys(bucket, "ingestion/_manifests/"))
-    last_table = TABLE_NAMES[-1]  # extracted last, in the contract's order
     holder = psycopg.connect(stack.totesys_url)
-    holder.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(last_table)))
+    holder.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(TABLE_NAMES[-1])))
     deleted = threading.Event()
     stop = threading.Event()
 
-    def delete_bucket_once_the_run_commits():
+    def delete_bucket_while_the_extraction_waits():
         try:
-            while not set(keys(bucket, "ingestion/_manifests/")) - manifests_before:
-                if stop.is_set():
-                    return  # the run ended without committing anything
-                time.sleep(0.03)
-            give_up = time.monotonic() + 60
-            while time.monotonic() < give_up:  # the run may still write while we empty it: until it is gone
-                for start in range(0, len(batch := keys(bucket)), 1000):
-                    s3.delete_objects(
-                        Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch[start:start + 1000]]})
-                try:
-                    s3.delete_bucket(Bucket=bucket)
-                except s3.exceptions.ClientError:
-                    continue
-                deleted.set()
-                return
+            with psycopg.connect(stack.totesys_url, autocommit=True) as watcher:
+                while not watcher.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND application_name = 'totesys_platform extract'").fetchone()[0]:
+                    if stop.is_set():
+                        return
+                    time.sleep(0.03)
+            for start in range(0, len(batch := keys(bucket)), 1000):
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch[start:start + 1000]]})
+            s3.delete_bucket(Bucket=bucket)
+            deleted.set()
         finally:
             holder.rollback()  # let the extraction go on, into a lake that is gone
 
-    saboteur = threading.Thread(target=delete_bucket_once_the_run_commits, daemon=True)
+    saboteur = threading.Thread(target=delete_bucket_while_the_extraction_waits, daemon=True)
     saboteur.start()
     try:
         result = run_in_process(stack, raise_on_error=False)
@@ -608,12 +610,9 @@ def test_the_lake_bucket_deleted_mid_run_fails_cleanly_and_a_restored_bucket_rec
     assert deleted.is_set(), "the bucket was not deleted"
     failures = step_failures(result)
     assert list(failures) == ["extract_totesys"], failures  # everything downstream was skipped
-    # A lake error naming the bucket: LakeUnavailableError "does not exist" (with the setting to fix), or, when
-    # the deletion struck between a table's data file and its commit, the LakeError of the vanished manifest.
     message = failures["extract_totesys"]
-    assert "Lake" in message and f"s3://{bucket}/ingestion" in message, failures
-    if "LakeUnavailableError" in message:
-        assert f"S3 bucket '{bucket}' does not exist (LAKE_INGESTION_URL=s3://{bucket}/ingestion" in message
+    assert f"LakeUnavailableError: S3 bucket '{bucket}' does not exist (LAKE_INGESTION_URL=s3://{bucket}/ingestion" \
+        in message, failures
     assert load_state(stack.warehouse_url) == state_before
 
     restore_bucket_from_backup()
@@ -643,7 +642,7 @@ def current_sales_orders(warehouse_url: str) -> set[int]:
 
 def test_a_lost_processed_zone_is_rebuilt_and_the_warehouse_merges_it_again_instead_of_skipping(stack_after_s1):
     stack = stack_after_s1
-    run_in_process(stack)  # S2 loaded: the warehouse is now at processed batch 2 of the changed tables
+    run_in_process(stack)  # S2 loaded: the warehouse is now at processed version 1 of the changed tables
     processed_folder = Path(stack.processed_url.removeprefix("file://"))
     shutil.rmtree(processed_folder)  # the processed zone is lost; the ingestion zone is the source of truth
     new_order = insert_sales_order(stack.totesys_url, datetime(2023, 7, 3, 10, 0, 0, 500000))
@@ -658,7 +657,7 @@ def test_a_lost_processed_zone_is_rebuilt_and_the_warehouse_merges_it_again_inst
 
 def test_a_lost_ingestion_zone_is_extracted_again_and_processing_rebuilds_instead_of_skipping(stack_after_s1):
     stack = stack_after_s1
-    run_in_process(stack)  # S2: the processed tables have consumed ingestion batch 2 of the changed tables
+    run_in_process(stack)  # S2: the processed tables have consumed ingestion version 1 of the changed tables
     shutil.rmtree(Path(stack.ingestion_url.removeprefix("file://")))  # lost: the next extraction starts afresh
     new_order = insert_sales_order(stack.totesys_url, datetime(2023, 7, 3, 10, 0, 0, 500000))
     versions_before = len(warehouse_tables(stack.warehouse_url)["fact_sales_order"])
@@ -671,17 +670,17 @@ def test_a_lost_ingestion_zone_is_extracted_again_and_processing_rebuilds_instea
 
 
 def test_an_ingestion_zone_restored_from_an_older_copy_and_overtaken_is_processed_again(stack_after_s1, tmp_path):
-    """Restored one batch behind, then extracted past that point again: the batch numbers the processed
+    """Restored one version behind, then extracted past that point again: the versions the processed
     tables consumed exist again, but hold other commits; processing must notice and rebuild."""
     stack = stack_after_s1
     ingestion_folder = Path(stack.ingestion_url.removeprefix("file://"))
     shutil.copytree(ingestion_folder, tmp_path / "ingestion_backup")  # a backup taken at S1
-    run_in_process(stack)  # S2: processed tables consumed ingestion batch 2 of the changed tables
+    run_in_process(stack)  # S2: processed tables consumed ingestion version 1 of the changed tables
     shutil.rmtree(ingestion_folder)
     shutil.copytree(tmp_path / "ingestion_backup", ingestion_folder)  # restored: one batch behind
     new_order = insert_sales_order(stack.totesys_url, datetime(2023, 7, 3, 10, 0, 0, 500000))
 
-    run_in_process(stack)  # extraction re-archives S2's changes and the new order as batch 2 again
+    run_in_process(stack)  # extraction re-archives S2's changes and the new order as version 1 again
     assert new_order in current_sales_orders(stack.warehouse_url)
     assert_consistent(stack)
 
@@ -692,7 +691,7 @@ def test_a_processed_zone_restored_from_an_older_copy_loses_nothing(stack_after_
     shutil.copytree(processed_folder, tmp_path / "processed_backup")  # a backup taken at S1
     run_in_process(stack)  # S2 loaded
     shutil.rmtree(processed_folder)
-    shutil.copytree(tmp_path / "processed_backup", processed_folder)  # restored: one batch behind the warehouse
+    shutil.copytree(tmp_path / "processed_backup", processed_folder)  # restored: one version behind the warehouse
     new_order = insert_sales_order(stack.totesys_url, datetime(2023, 7, 3, 10, 0, 0, 500000))
     run_in_process(stack)
     assert new_order in current_sales_orders(stack.warehouse_url)

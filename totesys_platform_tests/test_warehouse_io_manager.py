@@ -15,7 +15,8 @@ from totesys_platform.local.postgres import free_port
 from totesys_platform.star_schema import TARGET_TABLES
 from totesys_platform.warehouse.io_manager import WarehouseIOManager, column_schema
 from totesys_platform.warehouse.loader import WarehouseBatch
-from totesys_platform.warehouse.schema import get_load_state
+from totesys_platform.lake.delta import Position
+from totesys_platform.warehouse.schema import get_load_position
 from totesys_platform_tests.test_warehouse_loader import (
     T1, T2, arrow, dimension_tables, payment_row, staff_row,
 )
@@ -60,7 +61,7 @@ def failure_text(result) -> str:
 
 def test_materialize_loads_dimensions_and_facts_with_metadata(warehouse_url):
     payments = arrow("fact_payment", [payment_row(1, T1), payment_row(1, T2, paid=True)])
-    fact = table_asset("fact_payment", WarehouseBatch(payments, processed_seq=4),
+    fact = table_asset("fact_payment", WarehouseBatch(payments, position=Position("processed-table", 4, 0)),
                        deps=[["warehouse", d] for d in dimension_tables()])
     result = run([*dimension_assets(), fact], warehouse_url)
     assert result.success
@@ -73,15 +74,15 @@ def test_materialize_loads_dimensions_and_facts_with_metadata(warehouse_url):
         "dagster/column_schema": column_schema("dim_staff"), "dagster/row_count": 2,
     }
     facts = metadata_of(result, "fact_payment")
-    assert facts["rows_inserted"] == 2 and facts["dagster/row_count"] == 2 and facts["processed_seq"] == 4
+    assert facts["rows_inserted"] == 2 and facts["dagster/row_count"] == 2 and facts["processed_version"] == 4
     # Into an empty fact: a bulk load, whose re-added foreign keys validated every row.
     assert facts["references_validated_by_foreign_keys"] is True
     assert "references_validated_by_foreign_keys" not in staff
     schema_columns = [c.name for c in facts["dagster/column_schema"].columns]
     assert schema_columns == ["payment_record_id", *TARGET_TABLES["fact_payment"].column_names]
     with psycopg.connect(warehouse_url) as conn:
-        assert get_load_state(conn, "fact_payment") == 4
-        assert get_load_state(conn, "dim_staff") == 0  # a plain table carries no processed_seq
+        assert get_load_position(conn, "fact_payment") == Position("processed-table", 4, 0)
+        assert get_load_position(conn, "dim_staff") is None  # a plain table carries no processed position
         assert conn.execute("SELECT paid FROM fact_payment_current").fetchall() == [(True,)]
 
     # A second run: one dimension row changed, the fact versions already known.
@@ -159,27 +160,27 @@ def test_bad_outputs_fail_with_a_clear_error(warehouse_url, table, value, mode, 
 def test_a_failed_load_commits_neither_rows_nor_load_state(warehouse_url):
     dims = dimension_tables()
     dangling = arrow("fact_payment", [payment_row(1, T1), payment_row(2, T1, currency_id=77)])
-    fact = table_asset("fact_payment", WarehouseBatch(dangling, processed_seq=9), deps=[["warehouse", d] for d in dims])
+    fact = table_asset("fact_payment", WarehouseBatch(dangling, position=Position("processed-table", 9, 0)), deps=[["warehouse", d] for d in dims])
     result = run([*dimension_assets(dims), fact], warehouse_url, raise_on_error=False)
     assert not result.success
     assert "currency_id = 77 is not in dim_currency.currency_id (1 row(s), payment_id 2)" in failure_text(result)
     with psycopg.connect(warehouse_url) as conn:
-        assert get_load_state(conn, "fact_payment") == 0
+        assert get_load_position(conn, "fact_payment") is None
         assert conn.execute("SELECT count(*) FROM fact_payment").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM dim_currency").fetchone() == (2,)
 
 
 def test_empty_batch_records_state_and_reports_zeros(warehouse_url):
-    first = run([table_asset("dim_staff", WarehouseBatch(dimension_tables()["dim_staff"], processed_seq=2))],
+    first = run([table_asset("dim_staff", WarehouseBatch(dimension_tables()["dim_staff"], position=Position("processed-table", 2, 0)))],
                 warehouse_url)
     assert metadata_of(first, "dim_staff")["rows_inserted"] == 2
-    empty = WarehouseBatch(TARGET_TABLES["dim_staff"].arrow_schema.empty_table(), processed_seq=7)
+    empty = WarehouseBatch(TARGET_TABLES["dim_staff"].arrow_schema.empty_table(), position=Position("processed-table", 7, 0))
     result = run([table_asset("dim_staff", empty)], warehouse_url)
     metadata = metadata_of(result, "dim_staff")
     assert (metadata["rows_inserted"], metadata["rows_updated"], metadata["rows_unchanged"]) == (0, 0, 0)
     assert metadata["dagster/row_count"] == 2
     with psycopg.connect(warehouse_url) as conn:
-        assert get_load_state(conn, "dim_staff") == 7
+        assert get_load_position(conn, "dim_staff").version == 7
 
 
 def test_unreachable_warehouse_error_names_url_without_password(warehouse_url):

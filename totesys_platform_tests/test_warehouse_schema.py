@@ -10,8 +10,9 @@ import pytest
 
 from totesys_platform.star_schema import FACTS, TARGET_TABLES
 from totesys_platform.warehouse.loader import load_table
+from totesys_platform.lake.delta import Position
 from totesys_platform.warehouse.schema import (
-    LATEST_VERSION, WarehouseSchemaError, ensure_schema, get_load_state, reset_warehouse, set_load_state,
+    LATEST_VERSION, WarehouseSchemaError, ensure_schema, get_load_position, reset_warehouse, set_load_state,
 )
 from totesys_platform_tests.test_warehouse_loader import (
     T1, T2, T3, arrow, load_dimensions, payment_row, sales_row,
@@ -91,9 +92,9 @@ def test_meta_tables_exist_with_their_columns(conn):
         """SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns
            WHERE table_schema = 'totesys_meta' ORDER BY table_name, ordinal_position""").fetchall()
     assert cols == [
-        ("load_state", "table_name", "text", "NO"), ("load_state", "processed_seq", "bigint", "NO"),
+        ("load_state", "table_name", "text", "NO"), ("load_state", "processed_version", "bigint", "NO"),
         ("load_state", "loaded_at", "timestamp with time zone", "YES"),
-        ("load_state", "processed_commit_id", "text", "YES"),
+        ("load_state", "processed_table_id", "text", "NO"), ("load_state", "processed_committed_at", "bigint", "NO"),
         ("schema_migrations", "version", "integer", "NO"),
         ("schema_migrations", "applied_at", "timestamp with time zone", "NO"),
         ("schema_migrations", "description", "text", "NO"),
@@ -114,7 +115,8 @@ def test_ensure_schema_twice_is_a_no_op(conn):
     assert _catalog_snapshot(conn) == before
     assert conn.execute("SELECT version, description FROM totesys_meta.schema_migrations ORDER BY 1").fetchall() == [
         (1, "star schema: 8 dimensions, 3 append-only facts, current views, load state"),
-        (2, "load state: commit id of the processed batch loaded through")]
+        (2, "load state: commit id of the processed batch loaded through"),
+        (3, "load state: the processed Delta table, version and commit time loaded through")]
 
 
 def test_ensure_schema_on_an_idle_connection_commits(warehouse_url):
@@ -149,7 +151,7 @@ def test_concurrent_ensure_schema_calls_serialise(warehouse_url):
 def test_a_newer_schema_version_is_refused(conn):
     conn.execute("INSERT INTO totesys_meta.schema_migrations (version, description) VALUES (99, 'future')")
     conn.commit()
-    with pytest.raises(WarehouseSchemaError, match=r"schema version\(s\) \[99\], newer than this code knows \(2\)"):
+    with pytest.raises(WarehouseSchemaError, match=r"schema version\(s\) \[99\], newer than this code knows \(3\)"):
         ensure_schema(conn)
 
 
@@ -194,32 +196,32 @@ def test_current_view_breaks_same_day_ties_by_time(conn):
 
 
 def test_load_state_is_recorded_in_the_callers_transaction(conn, warehouse_url):
-    assert get_load_state(conn, "dim_staff") == 0
-    set_load_state(conn, "dim_staff", 3)
+    assert get_load_position(conn, "dim_staff") is None
+    set_load_state(conn, "dim_staff", Position("t", 3, 1))
     conn.rollback()
-    assert get_load_state(conn, "dim_staff") == 0
-    set_load_state(conn, "dim_staff", 3)
-    set_load_state(conn, "dim_staff", 5)
+    assert get_load_position(conn, "dim_staff") is None
+    set_load_state(conn, "dim_staff", Position("t", 3, 1))
+    set_load_state(conn, "dim_staff", Position("t", 5, 2))
     conn.commit()
     with psycopg.connect(warehouse_url) as other:
-        assert get_load_state(other, "dim_staff") == 5
+        assert get_load_position(other, "dim_staff") == Position("t", 5, 2)
         assert other.execute("SELECT loaded_at IS NOT NULL FROM totesys_meta.load_state").fetchone() == (True,)
-    assert get_load_state(conn, "fact_payment") == 0
+    assert get_load_position(conn, "fact_payment") is None
 
 
-def test_load_state_refuses_unknown_table_and_bad_sequence(conn):
+def test_load_state_refuses_unknown_table_and_bad_position(conn):
     with pytest.raises(ValueError, match="unknown warehouse table 'dim_people'"):
-        set_load_state(conn, "dim_people", 1)
+        set_load_state(conn, "dim_people", Position("t", 1, 0))
     with pytest.raises(ValueError, match="unknown warehouse table 'dim_people'"):
-        get_load_state(conn, "dim_people")
-    with pytest.raises(ValueError, match="non-negative integer, got -1"):
-        set_load_state(conn, "dim_staff", -1)
+        get_load_position(conn, "dim_people")
+    with pytest.raises(ValueError, match="must be a processed table's Position"):
+        set_load_state(conn, "dim_staff", 3)
 
 
 def test_reset_warehouse_empties_tables_and_state_but_keeps_schema(conn):
     load_dimensions(conn)
     load_table(conn, "fact_sales_order", arrow("fact_sales_order", [sales_row(1, T1)]), "append_versions")
-    set_load_state(conn, "fact_sales_order", 4)
+    set_load_state(conn, "fact_sales_order", Position("t", 4, 0))
     conn.commit()
 
     reset_warehouse(conn)

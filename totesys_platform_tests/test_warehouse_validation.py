@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 
 from totesys_platform.lake.processed.runner import process_table
-from totesys_platform.lake.store import LakeStore
+from totesys_platform.lake.delta import LakeZone
+from totesys_platform.lake.writes import commit_write
 from totesys_platform.star_schema import DIMENSIONS, FACTS
 from totesys_platform.warehouse.rebuild import rebuild_warehouse
 from totesys_platform.warehouse.validation import (
@@ -24,14 +25,14 @@ LATER = T0 + dt.timedelta(hours=2)
 @pytest.fixture
 def loaded(tmp_path, warehouse_url):
     """A small consistent lake and the warehouse loaded from it: two versions of sales order 1."""
-    ingestion = LakeStore.from_url((tmp_path / "ingestion").as_uri())
-    processed = LakeStore.from_url((tmp_path / "processed").as_uri())
+    ingestion = LakeZone((tmp_path / "ingestion").as_uri())
+    processed = LakeZone((tmp_path / "processed").as_uri())
     for table in ("address", "counterparty", "currency", "department", "design", "staff", "payment_type"):
         archive(ingestion, table, [row(table, 1)])
     archive(ingestion, "sales_order", [row("sales_order", 1), row("sales_order", 2)])
     archive(ingestion, "sales_order", [row("sales_order", 1, LATER, units_sold=5000)])
     for name in (*DIMENSIONS, *FACTS):
-        process_table(name, ingestion, processed)
+        commit_write(process_table(name, ingestion, processed).write)
     rebuild_warehouse(warehouse_url, processed)
     return ingestion, processed, warehouse_url
 

@@ -28,7 +28,7 @@ def sales_report(context: dg.AssetExecutionContext, lake: LakeResource, warehous
     now = datetime.now(timezone.utc)
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
     chart = render_chart(figures)
-    store = lake.processed()
+    store = lake.processed().objects  # plain objects beside the tables
     png_key, html_key = f"reports/{now:%Y/%m/%d}/sales_report_{stamp}.png", f"reports/{now:%Y/%m/%d}/sales_report_{stamp}.html"
     store.write_bytes(png_key, chart, exclusive=True)
     store.write_bytes(html_key, render_html(figures, chart, now.isoformat(timespec="seconds")).encode(), exclusive=True)

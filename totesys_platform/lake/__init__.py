@@ -1,26 +1,13 @@
-"""The data lake: storage for file:// and s3:// zones and the per-table manifest commit log (no Dagster)."""
+"""The data lake: Delta Lake tables in a folder or S3 prefix per zone (`delta`), what a stage hands to it
+(`writes`), and plain objects beside the tables (`store`). No Dagster here but `io_manager`."""
 
-from totesys_platform.lake.manifest import ConcurrentCommitError, ManifestEntry, TableLog, data_file_key
-from totesys_platform.lake.store import (
-    AlreadyExistsError,
-    LakeError,
-    LakeStore,
-    LakeUnavailableError,
-    LocalLakeStore,
-    ParquetWritten,
-    S3LakeStore,
+from totesys_platform.lake.delta import (
+    ChangesUnavailableError, Commit, ConcurrentCommitError, LakeTable, LakeZone, Position, Snapshot,
 )
+from totesys_platform.lake.store import LakeError, LakeStore, LakeUnavailableError
+from totesys_platform.lake.writes import Spool, TableWrite, commit_write
 
 __all__ = [
-    "AlreadyExistsError",
-    "ConcurrentCommitError",
-    "LakeError",
-    "LakeStore",
-    "LakeUnavailableError",
-    "LocalLakeStore",
-    "ManifestEntry",
-    "ParquetWritten",
-    "S3LakeStore",
-    "TableLog",
-    "data_file_key",
+    "ChangesUnavailableError", "Commit", "ConcurrentCommitError", "LakeError", "LakeStore", "LakeTable",
+    "LakeUnavailableError", "LakeZone", "Position", "Snapshot", "Spool", "TableWrite", "commit_write",
 ]

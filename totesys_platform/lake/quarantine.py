@@ -4,28 +4,33 @@ The ingestion zone is write-once: a version the processed stage rejects (an unpa
 unknown currency code...) would stop that table on every run. After correcting the row in totesys
 (its new version is archived by the next run), an operator quarantines the bad version, identified
 by its table, primary key and last_updated: processing then drops exactly that version and nothing
-else of its batch, the fact-history check stops expecting it, and the archived batch itself stays in
-the lake, untouched, with the reason recorded beside it.
+else of its batch, the fact-history check stops expecting it, and the archived rows themselves stay in
+the lake, untouched.
 
-Layout in the ingestion zone: ``_quarantine/<table>/<id>_<last_updated epoch ms>.json`` (write-once).
+The records are the Delta table ``_quarantine`` of the ingestion zone (table, id, last_updated, reason,
+quarantined_at), which any engine can query beside the archive.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from totesys_platform.lake.store import AlreadyExistsError, LakeStore
+from totesys_platform.lake.delta import LakeZone
 from totesys_platform.source.contract import SOURCE_TABLES
 
-PREFIX = "_quarantine"
-_ENTRY = re.compile(r"/(\d+)_(-?\d+)\.json$")
-_EPOCH = datetime(1970, 1, 1)
+TABLE = "_quarantine"
+STAGE = "quarantine"
+SCHEMA = pa.schema([
+    pa.field("table_name", pa.string(), nullable=False),
+    pa.field("id", pa.int64(), nullable=False),
+    pa.field("last_updated", pa.timestamp("us"), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("quarantined_at", pa.timestamp("us", tz="UTC"), nullable=False),
+])
 
 
 @dataclass(frozen=True)
@@ -37,40 +42,48 @@ class QuarantineRecord:
     quarantined_at: str
 
 
-def _ms(ts: datetime) -> int:
-    return (ts - _EPOCH) // timedelta(milliseconds=1)
+def _record(row: dict) -> QuarantineRecord:
+    return QuarantineRecord(row["table_name"], row["id"], row["last_updated"].isoformat(sep=" ", timespec="milliseconds"),
+                            row["reason"], row["quarantined_at"].isoformat(timespec="seconds"))
 
 
-def quarantine_version(ingestion: LakeStore, table: str, id: int, last_updated: datetime, reason: str) -> QuarantineRecord:
-    """Quarantine version (id, last_updated) of a totesys table; idempotent."""
+def quarantine_records(ingestion: LakeZone, table: str | None = None) -> list[QuarantineRecord]:
+    rows = ingestion.table(TABLE).read()
+    if rows is None:
+        return []
+    if table is not None:
+        rows = rows.filter(pc.equal(rows["table_name"], table))
+    return [_record(r) for r in rows.to_pylist()]
+
+
+def quarantine_version(ingestion: LakeZone, table: str, id: int, last_updated: datetime, reason: str) -> QuarantineRecord:
+    """Quarantine version (id, last_updated) of a totesys table; idempotent (the first record stays)."""
     if table not in SOURCE_TABLES:
         raise ValueError(f"unknown totesys table {table!r}; expected one of {', '.join(SOURCE_TABLES)}")
     if not reason.strip():
         raise ValueError("give the reason for the quarantine (it is kept with the record)")
     if last_updated.tzinfo is not None:
         raise ValueError("last_updated is naive (as in totesys): give it without a time zone")
-    record = QuarantineRecord(
-        table, int(id), last_updated.isoformat(sep=" ", timespec="milliseconds"), reason.strip(),
-        datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-    try:
-        ingestion.write_bytes(f"{PREFIX}/{table}/{int(id)}_{_ms(last_updated)}.json",
-                              json.dumps(asdict(record)).encode(), exclusive=True)
-    except AlreadyExistsError:
-        pass
-    return record
+    stamp = last_updated.replace(microsecond=last_updated.microsecond // 1000 * 1000)
+    for record in quarantine_records(ingestion, table):
+        if record.id == int(id) and record.last_updated == stamp.isoformat(sep=" ", timespec="milliseconds"):
+            return record
+    row = pa.table({"table_name": [table], "id": [int(id)], "last_updated": [stamp], "reason": [reason.strip()],
+                    "quarantined_at": [datetime.now(timezone.utc)]}, schema=SCHEMA)
+    target = ingestion.table(TABLE)
+    target.append(row, read=target.snapshot(), stage=STAGE, state={}, rows=1)
+    return _record(row.to_pylist()[0])
 
 
-def quarantined_versions(ingestion: LakeStore, table: str) -> pa.Table:
+def quarantined_versions(ingestion: LakeZone, table: str) -> pa.Table:
     """The quarantined (id, last_updated) versions of a table, as a two-column Arrow table."""
     pk = SOURCE_TABLES[table].primary_key
-    ids, stamps = [], []
-    for key in ingestion.list_keys(f"{PREFIX}/{table}/"):
-        if m := _ENTRY.search(key):
-            ids.append(int(m.group(1)))
-            stamps.append(int(m.group(2)))
-    return pa.table({pk: pa.array(ids, pa.int32()),
-                     "last_updated": pa.array(stamps, pa.int64()).cast(pa.timestamp("ms"))})
+    rows = ingestion.table(TABLE).read(columns=["table_name", "id", "last_updated"])
+    if rows is not None:
+        rows = rows.filter(pc.equal(rows["table_name"], table))
+    ids = rows["id"] if rows is not None else pa.array([], pa.int64())
+    stamps = rows["last_updated"] if rows is not None else pa.array([], pa.timestamp("us"))
+    return pa.table({pk: pc.cast(ids, pa.int32()), "last_updated": pc.cast(stamps, pa.timestamp("ms"))})
 
 
 def drop_quarantined(rows: pa.Table, quarantined: pa.Table) -> pa.Table:

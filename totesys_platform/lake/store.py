@@ -1,8 +1,10 @@
-"""One storage abstraction for a lake zone: a local folder (``file://``) or an S3 prefix (``s3://bucket/prefix``).
+"""Plain objects in a lake zone, beside its Delta tables: a local folder (``file://``) or an S3 prefix (``s3://``).
 
-Plain Python, no Dagster. Keys are relative to the zone root and always use ``/``. Every write is
-atomic: a reader sees either the whole object or nothing. An *exclusive* write refuses to replace an
-existing key (``AlreadyExistsError``); the manifest commit log is built on that guarantee.
+Plain Python, no Dagster. For files that are not table data (the sales report) and for checking a zone:
+its bucket, credentials and whether the endpoint makes an exclusive write exclusive (`lake.delta` relies on
+that for its commits). Keys are relative to the zone root and always use ``/``. Every write is atomic: a
+reader sees either the whole object or nothing. An *exclusive* write refuses to replace an existing key
+(``AlreadyExistsError``).
 
 Errors say what failed and what to do, and never contain credentials:
 ``LakeUnavailableError`` for a lake that cannot be used at all (missing bucket, unreachable endpoint,
@@ -19,17 +21,12 @@ import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from totesys_platform.settings import redact_url
 
-PARQUET_COMPRESSION = "zstd"
-# Bytes per chunk when streaming objects between S3 and a local temp file.
-_COPY_CHUNK = 1 << 20
 
 
 class LakeError(RuntimeError):
@@ -44,14 +41,6 @@ class AlreadyExistsError(LakeError):
     """An exclusive write was refused because the key already exists."""
 
 
-@dataclass(frozen=True)
-class ParquetWritten:
-    key: str
-    uri: str
-    rows: int
-    bytes: int
-
-
 _BAD_KEY_PART = re.compile(r"^\.{1,2}$")
 
 
@@ -62,34 +51,6 @@ def check_key(key: str) -> str:
     if any(part == "" or _BAD_KEY_PART.match(part) for part in key.split("/")):
         raise ValueError(f"invalid lake key {key!r}: empty, '.' or '..' path parts are not allowed")
     return key
-
-
-def _conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """The batch labelled with `schema`; refuses a different column list, type or a NULL in a NOT NULL field."""
-    if batch.schema.equals(schema):
-        return batch
-    if batch.schema.names != schema.names or batch.schema.types != schema.types:
-        raise ValueError(f"batch schema {batch.schema} does not match the file schema {schema}")
-    for field, column in zip(schema, batch.columns):
-        if not field.nullable and column.null_count:
-            raise ValueError(f"column {field.name!r} is declared NOT NULL but the batch has {column.null_count} NULLs")
-    return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
-
-
-def write_parquet_file(path: str | Path, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> int:
-    """Stream `batches` into a zstd Parquet file at `path`, one row group per batch; returns the row count.
-
-    The Arrow schema is stored in the file, so decimal128(10,2), naive timestamp[ms] and the NOT NULL
-    flags read back exactly. Memory stays bounded by one batch.
-    """
-    rows = 0
-    with pq.ParquetWriter(str(path), schema, compression=PARQUET_COMPRESSION) as writer:
-        for batch in batches:
-            batch = _conform_batch(batch, schema)
-            if batch.num_rows:
-                writer.write_batch(batch, row_group_size=batch.num_rows)
-                rows += batch.num_rows
-    return rows
 
 
 @dataclass(frozen=True)
@@ -156,20 +117,6 @@ class LakeStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove a key (no error if absent). Only for our own never-published or orphaned files."""
-
-    @abstractmethod
-    def write_parquet(self, key: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> ParquetWritten:
-        """Stream batches into a new Parquet object at `key` (exclusive: AlreadyExistsError if it exists)."""
-
-    @abstractmethod
-    def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
-        """The whole Parquet object as a table (only `columns` if given); FileNotFoundError if absent."""
-
-    @abstractmethod
-    def iter_parquet_batches(
-        self, key: str, columns: list[str] | None = None, batch_size: int = 65_536
-    ) -> Iterator[pa.RecordBatch]:
-        """The Parquet object's rows as batches, without holding the whole table in memory."""
 
     def _fix_hint(self) -> str:
         return f"fix {self.setting}" if self.setting else "fix the lake URL"
@@ -266,17 +213,6 @@ class LocalLakeStore(LakeStore):
                 raise self._unavailable("write", path, err) from None
             self._publish(tmp, path, key, exclusive)
 
-    def write_parquet(self, key: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> ParquetWritten:
-        path = self._path(key)
-        with self._temp_file(path) as tmp:
-            try:
-                rows = write_parquet_file(tmp, batches, schema)
-            except OSError as err:
-                raise self._unavailable("write", path, err) from None
-            size = tmp.stat().st_size
-            self._publish(tmp, path, key, exclusive=True)
-        return ParquetWritten(key=key, uri=self.uri(key), rows=rows, bytes=size)
-
     def list_keys(self, prefix: str) -> Iterator[str]:
         # The prefix is a string prefix (as on S3), so walk the deepest folder it fully names.
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
@@ -305,24 +241,6 @@ class LocalLakeStore(LakeStore):
             pass
         except OSError as err:
             raise self._unavailable("delete", path, err) from None
-
-    def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
-        path = self._path(key)
-        if not path.is_file():
-            raise FileNotFoundError(f"no object {key!r} in the lake at {self.url}")
-        try:
-            return pq.read_table(path, columns=columns)
-        except PermissionError as err:
-            raise self._unavailable("read", path, err) from None
-
-    def iter_parquet_batches(
-        self, key: str, columns: list[str] | None = None, batch_size: int = 65_536
-    ) -> Iterator[pa.RecordBatch]:
-        path = self._path(key)
-        if not path.is_file():
-            raise FileNotFoundError(f"no object {key!r} in the lake at {self.url}")
-        return pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
-
 
 def _raise(err: OSError) -> None:
     raise err
@@ -354,8 +272,7 @@ class S3LakeStore(LakeStore):
     """A lake zone under ``s3://bucket/prefix`` (AWS or any S3-compatible endpoint such as moto).
 
     Exclusive writes use ``If-None-Match: *`` (PutObject and CompleteMultipartUpload; moto 5.2.5
-    honours both). Parquet is written to a local temp file first and then uploaded, multipart above
-    `multipart_threshold`, so memory does not grow with the table.
+    honours both). Objects larger than `multipart_threshold` are uploaded in parts, read one at a time.
     """
 
     def __init__(
@@ -491,8 +408,8 @@ class S3LakeStore(LakeStore):
 
     def _put(self, key: str, body, *, exclusive: bool) -> None:
         # Exclusive means exclusive: if botocore retried a PUT whose first attempt succeeded, the retry
-        # is refused too. Callers treat that as a failure, which is safe (an unreferenced file); the
-        # manifest commit recognises its own entry by its commit id.
+        # is refused too. Callers treat that as a failure, which is safe (the exclusive-commit probe and
+        # the conversion marker are the only exclusive writes left; Delta commits go through delta-rs).
         kwargs = {"IfNoneMatch": "*"} if exclusive else {}
         with self._errors("write", key):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, **kwargs)
@@ -559,45 +476,12 @@ class S3LakeStore(LakeStore):
         with self._errors("delete", key):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
-    def write_parquet(self, key: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> ParquetWritten:
-        check_key(key)
-        with tempfile.TemporaryDirectory(prefix="lake-parquet-") as tmp_dir:
-            path = os.path.join(tmp_dir, "data.parquet")
-            rows = write_parquet_file(path, batches, schema)
-            size = os.path.getsize(path)
-            self._upload_file(path, key, exclusive=True)
-        return ParquetWritten(key=key, uri=self.uri(key), rows=rows, bytes=size)
-
-    @contextlib.contextmanager
-    def _downloaded(self, key: str) -> Iterator[str]:
-        with tempfile.TemporaryDirectory(prefix="lake-read-") as tmp_dir:
-            path = os.path.join(tmp_dir, "object")
-            with self._errors("read", key):
-                body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-                with open(path, "wb") as f:
-                    for chunk in body.iter_chunks(_COPY_CHUNK):
-                        f.write(chunk)
-            yield path
-
-    def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
-        with self._downloaded(key) as path:
-            return pq.read_table(path, columns=columns, memory_map=False)
-
-    def iter_parquet_batches(
-        self, key: str, columns: list[str] | None = None, batch_size: int = 65_536
-    ) -> Iterator[pa.RecordBatch]:
-        with self._downloaded(key) as path:
-            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
-
-
 __all__ = [
     "AlreadyExistsError",
     "LakeError",
     "LakeStore",
     "LakeUnavailableError",
     "LocalLakeStore",
-    "ParquetWritten",
     "S3LakeStore",
     "check_key",
-    "write_parquet_file",
 ]

@@ -144,6 +144,17 @@ def fail_runs_left_in_progress(stack: LocalStack) -> list[str]:
     return [run.run_id for run in runs]
 
 
+def convert_old_lake(ingestion_url: str, progress: Progress) -> None:
+    """A lake written by the code before Delta Lake is converted once, before anything runs against it."""
+    from totesys_platform.lake.convert import convert_ingestion_zone, needs_conversion
+    from totesys_platform.lake.delta import LakeZone
+
+    zone = LakeZone(ingestion_url)
+    if needs_conversion(zone):
+        progress(f"converting the lake in {zone.url} to Delta Lake (once; nothing is extracted again)")
+        convert_ingestion_zone(zone, say=progress)
+
+
 def run(
     *,
     port: int = 3000,
@@ -179,6 +190,7 @@ def run(
             return 130
         for run_id in fail_runs_left_in_progress(stack):
             progress(f"run {run_id} was left in progress by a previous `make run`: marked failed")
+        convert_old_lake(stack.env()["LAKE_INGESTION_URL"], progress)
         # From here a signal only asks for an orderly stop. Handlers are installed before any child
         # starts, so each child begins with default dispositions (a handled signal is reset on exec).
         for sig in previous:

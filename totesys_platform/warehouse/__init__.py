@@ -5,12 +5,10 @@ from totesys_platform.warehouse.loader import (
     LoadStats, Mode, WarehouseBatch, WarehouseLoadError, load_table, read_table, warehouse_arrow_schema,
 )
 from totesys_platform.warehouse.schema import (
-    LoadPosition, WarehouseSchemaError, ensure_schema, get_load_position, get_load_state, reset_warehouse, resume_after,
-    set_load_state,
+    WarehouseSchemaError, ensure_schema, get_load_position, reset_warehouse, set_load_state,
 )
 
 __all__ = [
-    "LoadPosition", "LoadStats", "Mode", "WarehouseBatch", "WarehouseLoadError", "WarehouseSchemaError",
-    "ensure_schema", "get_load_position", "get_load_state", "load_table", "read_table", "reset_warehouse",
-    "resume_after", "set_load_state", "warehouse_arrow_schema",
+    "LoadStats", "Mode", "WarehouseBatch", "WarehouseLoadError", "WarehouseSchemaError", "ensure_schema",
+    "get_load_position", "load_table", "read_table", "reset_warehouse", "set_load_state", "warehouse_arrow_schema",
 ]

@@ -4,14 +4,12 @@ from datetime import timedelta
 
 import dagster as dg
 
-from totesys_platform.lake.manifest import TableLog
 from totesys_platform.lake.processed.assets import processed_key
-from totesys_platform.lake.processed.runner import read_processed
+from totesys_platform.lake.processed.runner import read_processed_changes
 from totesys_platform.resources import LakeResource, WarehouseDatabase
 from totesys_platform.star_schema import TARGET_TABLES
-from totesys_platform.warehouse.io_manager import ProcessedBatch
-from totesys_platform.warehouse.rebuild import processed_commit_id
-from totesys_platform.warehouse.schema import ensure_schema_once, get_load_position, resume_after
+from totesys_platform.warehouse.loader import WarehouseBatch
+from totesys_platform.warehouse.schema import ensure_schema_once, get_load_position
 
 GROUP = "warehouse"
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=30))
@@ -46,29 +44,26 @@ def _build_warehouse_asset(name: str) -> dg.AssetsDefinition:
         ),
         metadata={"warehouse/mode": mode, "dagster/table_name": f"warehouse.public.{name}"},
     )
-    def _asset(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseDatabase) -> ProcessedBatch:
+    def _asset(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseDatabase) -> WarehouseBatch:
         with warehouse.connect() as conn:
             ensure_schema_once(conn, warehouse.db_url)
             position = get_load_position(conn, name)
         processed = lake.processed()
-        head = TableLog(processed, name).latest_seq()
-        # Still the batch the warehouse loaded? A processed zone lost and rebuilt, or restored from an older copy
-        # (and perhaps processed past the position again), would otherwise be skipped silently.
-        commit_now = (processed_commit_id(processed, name, position.processed_seq)
-                      if position.processed_commit_id and 0 < position.processed_seq <= head else None)
-        loaded_through, why = resume_after(position, head, commit_now)
+        now = processed.table(name).snapshot()
+        if not now.exists:
+            return WarehouseBatch(data=TARGET_TABLES[name].arrow_schema.empty_table())
+        data, why = read_processed_changes(processed, name, position, now)
+        if not why and position is not None and position.version == now.version:
+            return WarehouseBatch(data=data)  # nothing new, and the load state stays as it is
         if why:
             # Both merges are idempotent (fact versions already present are ignored, dimensions keep the last
-            # row), so merging every batch again loses nothing and duplicates nothing.
-            context.log.warning(f"{name}: {why}; merging all {head} processed batches again")
-            context.add_output_metadata({"reloaded_all_batches": dg.MetadataValue.text(why)})
-        data, last_seq = read_processed(processed, name, after_seq=loaded_through)
-        if last_seq <= loaded_through:  # nothing new: the metadata says so (a log line is one more stored event)
-            return ProcessedBatch(data=data)
-        context.log.info(
-            f"{name}: {data.num_rows} processed rows to merge ({mode}), processed batches {loaded_through + 1}..{last_seq}")
-        return ProcessedBatch(data=data, processed_seq=last_seq,
-                              processed_commit_id=processed_commit_id(processed, name, last_seq))
+            # row), so merging every row again loses nothing and duplicates nothing.
+            context.log.warning(f"{name}: {why}; merging all {data.num_rows} processed rows again")
+            context.add_output_metadata({"reloaded_all_rows": dg.MetadataValue.text(why)})
+        elif data.num_rows:  # nothing new: the metadata says so (a log line is one more stored event)
+            context.log.info(f"{name}: {data.num_rows} processed rows to merge ({mode}), processed versions "
+                             f"{position.version + 1 if position else 0}..{now.version}")
+        return WarehouseBatch(data=data, position=now.position())
 
     return _asset
 

@@ -9,7 +9,6 @@ Inputs are read back as the whole table (pyarrow, or pandas when the input asks 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -23,22 +22,13 @@ from totesys_platform.settings import redact_url
 from totesys_platform.warehouse.loader import (
     LoadStats, WarehouseBatch, WarehouseLoadError, check_mode, load_table, read_table, target_table,
 )
-from totesys_platform.warehouse.schema import TABLE_SCHEMA, LoadPosition, ensure_schema_once, set_load_state
+from totesys_platform.warehouse.schema import TABLE_SCHEMA, ensure_schema_once, set_load_state
 from totesys_platform.warehouse.validation import record_references_validated
 
 if TYPE_CHECKING:
     import pandas as pd
 
 MODE_METADATA_KEY = "warehouse/mode"
-
-
-@dataclass(frozen=True)
-class ProcessedBatch(WarehouseBatch):
-    """A `WarehouseBatch` from the processed zone that also names the manifest commit id of batch
-    `processed_seq`; the load state records both, so a processed zone restored behind the warehouse's
-    back is noticed (see `schema.resume_after`)."""
-
-    processed_commit_id: str | None = None
 
 
 class WarehouseConnectionError(RuntimeError):
@@ -147,12 +137,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 f"asset {context.asset_key.to_user_string()}: its definition metadata has no {MODE_METADATA_KEY!r}; "
                 "set it to 'upsert' (dimensions) or 'append_versions' (facts)")
         mode = check_mode(table, mode)
-        commit_id = None
         if isinstance(obj, WarehouseBatch):
-            data, processed_seq = _arrow_from(table, obj.data), obj.processed_seq
-            commit_id = getattr(obj, "processed_commit_id", None)
+            data, position = _arrow_from(table, obj.data), obj.position
         else:
-            data, processed_seq = _arrow_from(table, obj), None
+            data, position = _arrow_from(table, obj), None
 
         with self._connect() as conn:
             self._ensure_schema(conn)
@@ -160,10 +148,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 stats = load_table(conn, table, data, mode)
             else:
                 stats = LoadStats(table, 0, 0, 0, 0)
-            if processed_seq is not None:
-                # One call with three arguments (the position carries the commit id): the fault tests' crash
-                # hook wraps exactly this call.
-                set_load_state(conn, table, LoadPosition(processed_seq, commit_id))
+            if position is not None:
+                # The fault tests' crash hook wraps exactly this call.
+                set_load_state(conn, table, position)
             row_count = conn.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(TABLE_SCHEMA, table))).fetchone()[0]
             if stats.references_validated:
@@ -176,8 +163,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             context.log.info(
                 f"{table}: {stats.staged} rows staged, {stats.inserted} inserted, {stats.updated} updated, "
                 f"{stats.unchanged} unchanged ({mode}); {row_count} rows in the table"
-                + (f"; loaded through processed batch {processed_seq}" if processed_seq is not None else "")
-                + (f" (commit {commit_id})" if processed_seq is not None and commit_id else ""))
+                + (f"; loaded through processed version {position.version}" if position is not None else ""))
         metadata: dict[str, object] = {
             "rows_inserted": dg.MetadataValue.int(stats.inserted),
             "rows_updated": dg.MetadataValue.int(stats.updated),
@@ -188,10 +174,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         }
         if stats.references_validated:
             metadata["references_validated_by_foreign_keys"] = dg.MetadataValue.bool(True)
-        if processed_seq is not None:
-            metadata["processed_seq"] = dg.MetadataValue.int(processed_seq)
-            if commit_id:
-                metadata["processed_commit_id"] = dg.MetadataValue.text(commit_id)
+        if position is not None:
+            metadata["processed_version"] = dg.MetadataValue.int(position.version)
         context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> pa.Table | pd.DataFrame:

@@ -33,6 +33,7 @@ import pyarrow.csv as pa_csv
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
+from totesys_platform.lake.delta import Position
 from totesys_platform.star_schema import TARGET_TABLES, TargetTable
 from totesys_platform.warehouse.schema import TABLE_SCHEMA, column_type
 
@@ -64,10 +65,10 @@ class LoadStats:
 @dataclass(frozen=True)
 class WarehouseBatch:
     """What a warehouse asset returns: the rows to merge and, if they came from the processed zone, the
-    batch sequence they run through (recorded in totesys_meta.load_state in the merge's transaction)."""
+    processed table version they run through (recorded in totesys_meta.load_state in the merge's transaction)."""
 
     data: pa.Table
-    processed_seq: int | None = None
+    position: Position | None = None
 
 
 def target_table(table: str) -> TargetTable:

@@ -5,9 +5,9 @@
 checks the live tables against `star_schema.TARGET_TABLES` and fails loudly on drift, so a change to the
 model that was not accompanied by a new migration cannot go unnoticed.
 
-`totesys_meta.load_state` records, per table, the processed-zone batch the warehouse has loaded through and
-that batch's manifest commit id; the caller writes it in the same transaction as the merge. `resume_after`
-decides, from that position and the processed log as it is now, where the next load reads from.
+`totesys_meta.load_state` records, per table, the processed Delta table (its id) and version the warehouse has
+loaded through, with that commit's time (a `lake.delta.Position`); the caller writes it in the same transaction
+as the merge. `lake.processed.runner.read_processed_changes` decides from it where the next load reads from.
 
 Transactions: `ensure_schema` and `reset_warehouse` run in their own transaction when the connection is
 idle (and commit it), or inside a savepoint of the caller's open transaction. `get_load_state` and
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from totesys_platform.lake.delta import Position
 from totesys_platform.star_schema import FACTS, TARGET_TABLES, TargetTable
 
 META_SCHEMA = "totesys_meta"
@@ -125,6 +126,15 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "load state: commit id of the processed batch loaded through", (
         # NULL for rows written before: such a position is checked by its batch number only, as before.
         sql.SQL("ALTER TABLE {} ADD COLUMN processed_commit_id text").format(_ident(META_SCHEMA, "load_state")),
+    )),
+    Migration(3, "load state: the processed Delta table, version and commit time loaded through", (
+        # Positions in the manifest logs of the lake's earlier format mean nothing in its Delta tables: every
+        # table loads all of its processed rows once more (the merges ignore what they already have).
+        sql.SQL("DELETE FROM {}").format(_ident(META_SCHEMA, "load_state")),
+        sql.SQL("ALTER TABLE {} RENAME COLUMN processed_seq TO processed_version").format(
+            _ident(META_SCHEMA, "load_state")),
+        sql.SQL("ALTER TABLE {} DROP COLUMN processed_commit_id, ADD COLUMN processed_table_id text NOT NULL, "
+                "ADD COLUMN processed_committed_at bigint NOT NULL").format(_ident(META_SCHEMA, "load_state")),
     )),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -238,74 +248,32 @@ def _check_table(table: str) -> None:
         raise ValueError(f"unknown warehouse table {table!r}; expected one of: {', '.join(TARGET_TABLES)}")
 
 
-@dataclass(frozen=True)
-class LoadPosition:
-    """Where a table's load stands: the processed batch it is loaded through, and that batch's manifest
-    commit id (None if never loaded, or recorded before schema version 2)."""
-
-    processed_seq: int = 0
-    processed_commit_id: str | None = None
-
-
-def get_load_position(conn: psycopg.Connection, table: str) -> LoadPosition:
-    """The processed-zone batch `table` has been loaded through, with its commit id; `LoadPosition()` if never loaded."""
+def get_load_position(conn: psycopg.Connection, table: str) -> Position | None:
+    """The processed table version `table` has been loaded through; None if never loaded."""
     _check_table(table)
     row = conn.execute(
-        sql.SQL("SELECT processed_seq, processed_commit_id FROM {} WHERE table_name = %s").format(
-            _ident(META_SCHEMA, "load_state")),
+        sql.SQL("SELECT processed_table_id, processed_version, processed_committed_at FROM {} WHERE table_name = %s"
+                ).format(_ident(META_SCHEMA, "load_state")),
         (table,),
     ).fetchone()
-    return LoadPosition() if row is None else LoadPosition(int(row[0]), row[1] or None)
+    return None if row is None else Position(row[0], int(row[1]), int(row[2]))
 
 
-def get_load_state(conn: psycopg.Connection, table: str) -> int:
-    """The processed-zone batch sequence `table` has been loaded through; 0 if never loaded."""
-    return get_load_position(conn, table).processed_seq
-
-
-def set_load_state(conn: psycopg.Connection, table: str, seq: int | LoadPosition) -> None:
-    """Record that `table` is loaded through processed batch `seq` (a batch number, or a `LoadPosition` that
-    also names the batch's commit id; a bare number records no commit id). Does not commit: call it in the
+def set_load_state(conn: psycopg.Connection, table: str, position: Position) -> None:
+    """Record that `table` is loaded through `position` of its processed table. Does not commit: call it in the
     merge's transaction so the state and the data commit (or roll back) together."""
     _check_table(table)
-    position = seq if isinstance(seq, LoadPosition) else LoadPosition(seq)
-    number, commit_id = position.processed_seq, position.processed_commit_id
-    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-        raise ValueError(f"processed_seq for {table} must be a non-negative integer, got {number!r}")
-    if commit_id is not None and (not isinstance(commit_id, str) or not commit_id):
-        raise ValueError(f"processed_commit_id for {table} must be a non-empty string or None, got {commit_id!r}")
+    if not isinstance(position, Position) or position.version < 0 or not position.table_id:
+        raise ValueError(f"the load position of {table} must be a processed table's Position, got {position!r}")
     conn.execute(
         sql.SQL(
-            "INSERT INTO {} (table_name, processed_seq, processed_commit_id, loaded_at) VALUES (%s, %s, %s, now()) "
-            "ON CONFLICT (table_name) DO UPDATE SET processed_seq = EXCLUDED.processed_seq, "
-            "processed_commit_id = EXCLUDED.processed_commit_id, loaded_at = now()"
+            "INSERT INTO {} (table_name, processed_table_id, processed_version, processed_committed_at, loaded_at) "
+            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (table_name) DO UPDATE SET "
+            "processed_table_id = EXCLUDED.processed_table_id, processed_version = EXCLUDED.processed_version, "
+            "processed_committed_at = EXCLUDED.processed_committed_at, loaded_at = now()"
         ).format(_ident(META_SCHEMA, "load_state")),
-        (table, number, commit_id),
+        (table, position.table_id, position.version, position.committed_at),
     )
-
-
-def resume_after(position: LoadPosition, head_seq: int, commit_id_at_seq: str | None) -> tuple[int, str | None]:
-    """Where the next load of a table reads its processed log from: ``(after_seq, why)``.
-
-    `head_seq` is the log's newest seq now and `commit_id_at_seq` the commit id its entry
-    `position.processed_seq` holds now (None if there is none). While that entry is still the commit the
-    warehouse loaded, the load carries on after it (`why` is None). Otherwise the processed zone was lost and
-    rebuilt, or restored from an older copy (and perhaps processed past the position again): reading after
-    the position would silently skip batches, so everything is read again (``after_seq`` 0; the merges are
-    idempotent) and `why` says what was noticed. A position without a commit id (recorded before schema
-    version 2) can only tell a log that ends below it, as before.
-    """
-    seq = position.processed_seq
-    if seq <= 0:
-        return 0, None
-    if head_seq < seq:
-        return 0, (f"the warehouse was loaded through processed batch {seq} but the processed zone ends at batch "
-                   f"{head_seq} (lost and rebuilt, or restored from an older copy)")
-    if position.processed_commit_id and commit_id_at_seq != position.processed_commit_id:
-        return 0, (f"processed batch {seq} is now commit {commit_id_at_seq or '(none)'}, not commit "
-                   f"{position.processed_commit_id} that the warehouse loaded (the processed zone was restored "
-                   f"from an older copy or rebuilt, and processed past batch {seq} again)")
-    return seq, None
 
 
 def reset_warehouse(conn: psycopg.Connection) -> None:

@@ -11,10 +11,9 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from totesys_platform.lake.ingestion.reconcile import last_per_key
-from totesys_platform.lake.manifest import TableLog
+from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.lake.quarantine import drop_quarantined, quarantined_versions
-from totesys_platform.lake.store import LakeStore
 from totesys_platform.star_schema import TARGET_TABLES
 from totesys_platform.warehouse.loader import read_query, read_table
 from totesys_platform.warehouse.schema import META_SCHEMA, SCHEMA_LOCK_KEY, TABLE_SCHEMA
@@ -44,14 +43,14 @@ def _version_table(ids: pa.Array, stamps: pa.Array) -> pa.Table:
     return pa.table({"id": pc.cast(ids, pa.int64()), "ts": pc.cast(stamps, pa.timestamp("ms"))})
 
 
-def lake_versions(ingestion: LakeStore, source_table: str) -> pa.Table:
-    """Every (id, last_updated) archived for a source table, from the manifest-referenced files."""
-    log = TableLog(ingestion, source_table)
+def lake_versions(ingestion: LakeZone, source_table: str) -> pa.Table:
+    """Every (id, last_updated) archived for a source table, but the quarantined ones."""
     pk = f"{source_table}_id"
-    parts = [log.read(e, columns=[pk, "last_updated"]) for e in log.entries() if e.file]
-    if not parts:
+    t = ingestion.table(source_table).read(columns=[pk, "last_updated"])
+    if t is None or t.num_rows == 0:
         return _version_table(pa.array([], pa.int64()), pa.array([], pa.timestamp("ms")))
-    t = drop_quarantined(pa.concat_tables(parts), quarantined_versions(ingestion, source_table))
+    t = t.cast(pa.schema([t.schema.field(pk), pa.field("last_updated", pa.timestamp("ms"))]))
+    t = drop_quarantined(t, quarantined_versions(ingestion, source_table))
     return _version_table(t[pk], t["last_updated"])
 
 
@@ -72,7 +71,7 @@ def _keys(t: pa.Table, limit: int) -> list[tuple]:
     return [(r["id"], str(r["ts"])) for r in t.slice(0, limit).to_pylist()]
 
 
-def fact_history_report(conn: psycopg.Connection, ingestion: LakeStore, fact: str) -> HistoryReport:
+def fact_history_report(conn: psycopg.Connection, ingestion: LakeZone, fact: str) -> HistoryReport:
     """Every archived version appears exactly once in the warehouse, and nothing else does."""
     lake = lake_versions(ingestion, FACT_SOURCES[fact])
     wh = warehouse_versions(conn, fact)
@@ -99,10 +98,10 @@ def latest_versions(data: pa.Table, natural_key: str) -> pa.Table:
     return last_per_key(data, natural_key, ["last_updated_date", "last_updated_time"])
 
 
-def current_state_mismatches(conn: psycopg.Connection, processed: LakeStore, fact: str) -> tuple[int, list]:
+def current_state_mismatches(conn: psycopg.Connection, processed: LakeZone, fact: str) -> tuple[int, list]:
     """Natural ids whose `<fact>_current` row differs from the latest processed version of that id."""
     target = TARGET_TABLES[fact]
-    data, _ = read_processed(processed, fact)
+    data = read_processed(processed, fact)
     expected = _as_text(latest_versions(data, target.natural_key).select(target.column_names))
     actual = _as_text(read_current_view(conn, fact))
     keys = target.column_names
@@ -279,12 +278,10 @@ DIMENSION_SOURCES = {
 }
 
 
-def dimension_reconciliation(conn: psycopg.Connection, ingestion: LakeStore, dim: str) -> tuple[int, int]:
+def dimension_reconciliation(conn: psycopg.Connection, ingestion: LakeZone, dim: str) -> tuple[int, int]:
     """(distinct keys archived in the lake, rows in the warehouse dimension)."""
-    source, pk = DIMENSION_SOURCES[dim]
-    log = TableLog(ingestion, source)
-    parts = [log.read(e, columns=[pk, "last_updated"]) for e in log.entries() if e.file]
-    kept = drop_quarantined(pa.concat_tables(parts), quarantined_versions(ingestion, source)) if parts else None
-    lake_keys = len(pc.unique(kept[pk])) if kept is not None else 0
+    source, _ = DIMENSION_SOURCES[dim]
+    kept = lake_versions(ingestion, source)
+    lake_keys = len(pc.unique(kept["id"]))
     count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(dim))).fetchone()[0]
     return lake_keys, count

@@ -6,7 +6,7 @@ from datetime import timedelta
 import dagster as dg
 from pydantic import Field
 
-from totesys_platform.lake.ingestion.extract import TableExtract, extract_tables
+from totesys_platform.lake.ingestion.extract import TableExtract, archive_schema, prepare_extraction
 from totesys_platform.lake.metadata import column_schema, preview_markdown
 from totesys_platform.resources import LakeResource, TotesysDatabase
 from totesys_platform.source.assets import source_key
@@ -25,13 +25,14 @@ INGESTION_SPECS = [
         deps=[source_key(table)],
         group_name=GROUP,
         description=(
-            f"Write-once archive of every version of every `{table}` row, as Parquet batches in the lake's "
-            "ingestion zone. Exactly-once incremental extraction; the zone's manifest is the source of truth."
+            f"Write-once archive of every version of every `{table}` row: a Delta Lake table in the lake's "
+            "ingestion zone, appended by exactly-once incremental extraction (each commit records the extraction "
+            "state). Columns the source adds are archived too."
         ),
-        kinds={"parquet"},
+        kinds={"deltalake"},
         owners=["team:data-engineering"],
-        metadata={"dagster/column_schema": column_schema(SOURCE_TABLES[table].arrow_schema)},
-    )
+        metadata={"dagster/column_schema": column_schema(archive_schema(SOURCE_TABLES[table]))},
+    ).with_io_manager_key("lake_io_manager")
     for table in TABLE_NAMES
 ]
 
@@ -43,35 +44,42 @@ class ExtractConfig(dg.Config):
         description="Source connections reading tables at once, all on one exported snapshot (1: one after the other).")
 
 
-def _materialization(result: TableExtract) -> dg.MaterializeResult:
+def _output(result: TableExtract) -> dg.Output:
     metadata = {
         "rows_archived": result.rows,
-        "dagster/row_count": result.total_rows,
+        "batch": result.batch,
         "duplicates_skipped": result.duplicates_skipped,
-        "file": dg.MetadataValue.path(result.file_uri) if result.file_uri else "(nothing new: no file written)",
         "watermark_from": str(result.watermark_from) if result.watermark_from else "(start)",
         "watermark_to": str(result.watermark_to) if result.watermark_to else "(empty)",
-        "manifest_seq": result.entry.seq if result.entry else "(unchanged)",
-        "dagster/column_schema": column_schema(SOURCE_TABLES[result.table].arrow_schema),
     }
+    if result.added_columns:
+        metadata["columns_outside_contract"] = ", ".join(f"{name} ({pg_type})" for name, pg_type in result.added_columns)
     if result.rows:
         metadata["preview"] = dg.MetadataValue.md(preview_markdown(result.preview))
-    return dg.MaterializeResult(asset_key=ingestion_key(result.table), metadata=metadata)
+    return dg.Output(result.write, output_name=ingestion_key(result.table).to_python_identifier(), metadata=metadata)
 
 
 @dg.multi_asset(specs=INGESTION_SPECS, name="extract_totesys", can_subset=True, pool="totesys_extract")
 def extract_totesys(
     context: dg.AssetExecutionContext, config: ExtractConfig, totesys: TotesysDatabase, lake: LakeResource
 ):
-    """Archive new and changed rows of the selected tables, all read from one consistent snapshot."""
+    """Archive new and changed rows of the selected tables, all read from one consistent snapshot; the lake IO
+    manager commits each table's batch with its extraction state. A table that fails does not stop the others:
+    they are committed, then the step fails naming it."""
     tables = [t for t in TABLE_NAMES if ingestion_key(t) in context.selected_asset_keys]
     started = time.monotonic()
     context.log.info(f"Extracting {len(tables)} tables from {totesys.safe_url}")
-    results = extract_tables(
+    run = prepare_extraction(
         totesys.connection_url(), lake.ingestion(), tables,
         lookback=timedelta(minutes=config.lookback_minutes), log=context.log.info, connections=config.connections,
     )
-    total = sum(r.rows for r in results.values())
-    context.log.info(f"Extraction done: {total} rows archived in {time.monotonic() - started:.1f}s")
-    for table in tables:
-        yield _materialization(results[table])
+    total = sum(r.rows for r in run.results.values())
+    context.log.info(f"Extraction done: {total} rows to archive, read in {time.monotonic() - started:.1f}s")
+    try:
+        for result in run.results.values():
+            yield _output(result)
+    finally:  # a failed commit stops the step: the batches not committed yet go too
+        run.discard()
+    failure = run.first_failure()
+    if failure is not None:
+        raise failure

@@ -22,9 +22,9 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.ingestion.extract import read_source_table
-from totesys_platform.lake.manifest import TableLog
-from totesys_platform.lake.store import LakeError, LakeStore
+from totesys_platform.lake.store import LakeError
 from totesys_platform.source import contract
 
 SAMPLE = 10
@@ -48,22 +48,21 @@ class SourceDrift:
         return not any(self.counts.get(kind) for kind in self.ERRORS)
 
 
-def latest_archived(ingestion: LakeStore, table: contract.SourceTable) -> tuple[pa.Table, datetime | None]:
+def latest_archived(ingestion: LakeZone, table: contract.SourceTable) -> tuple[pa.Table, datetime | None]:
     """The latest archived version of each id (quarantined versions included: they were archived), and the
     point the next extraction reads from."""
-    log = TableLog(ingestion, table.name)
-    entries = log.entries()
-    parts = [log.read(e) for e in entries if e.file]
-    data = pa.concat_tables(parts) if parts else table.arrow_schema.empty_table()
+    archive = ingestion.table(table.name)
+    snapshot = archive.snapshot()
+    rows = archive.read(snapshot, columns=table.column_names)
+    data = rows.cast(table.arrow_schema) if rows is not None else table.arrow_schema.empty_table()
     reach = None
-    if entries:
-        state = entries[-1].state
+    if snapshot.state:
         try:
-            reach = datetime.fromisoformat(state["window_start"])
+            reach = datetime.fromisoformat(snapshot.state["window_start"])
         except (KeyError, TypeError, ValueError) as err:
             raise LakeError(
-                f"{table.name}: the extraction state in manifest seq {entries[-1].seq} is unreadable "
-                f"({type(err).__name__}: {err}); restore the manifest from a backup"
+                f"{table.name}: the extraction state recorded in {archive.uri} version {snapshot.version} is "
+                f"unreadable ({type(err).__name__}: {err}); restore the table's _delta_log from a backup"
             ) from None
     return last_per_key(data, table.primary_key, ["last_updated"]), reach
 
@@ -124,7 +123,7 @@ def compare(table: contract.SourceTable, source: pa.Table, archived: pa.Table, r
     return drift
 
 
-def source_drift(source_url: str, ingestion: LakeStore, table_name: str, *, connect_timeout: float = 10) -> SourceDrift:
+def source_drift(source_url: str, ingestion: LakeZone, table_name: str, *, connect_timeout: float = 10) -> SourceDrift:
     """Compare every row of one totesys table with the latest archived version of its id.
 
     The lake is read first, then the source: anything the source gained in between is newer, so it counts

@@ -1,85 +1,207 @@
 """Incremental processing of one processed-zone table: plain logic, no Dagster.
 
-Each processed table keeps its own position in the lake, in its manifest entry's state:
-which ingestion manifest entry of each input it has consumed (its seq and commit id, so a lost or
-restored ingestion zone is noticed and the table rebuilt), and where its small builder state
-(reference rows, the dim_date range) is stored. A run reads only the ingestion batches committed
-since, so its cost follows the size of the change, not the size of history. The delta file and the
-state files are written first, the manifest entry last: a run that fails leaves the table as it was.
+Each processed table is a Delta table in the processed zone: facts keep every version (appended), dim_date
+grows by appended days, the other dimensions hold the latest row per key (merged). Each commit records, per
+input, the ingestion table version it consumed through (`Position`). A run reads only the ingestion commits
+made since (the change data feed), so its cost follows the size of the change, not of history.
+
+If an input's position is no longer valid (the ingestion zone was lost and extracted again, restored from an
+older copy, or its commits since the position were cleaned up), the table is rebuilt from all of its inputs
+and replaces its rows in one commit; the warehouse's merges then ignore what they already have.
+
+The lake has no TIME type: time columns travel as text ``HH:MM:SS.mmm`` (`to_lake`, `from_lake`).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from totesys_platform.lake.manifest import ManifestEntry, TableLog, data_file_key
-from totesys_platform.lake.quarantine import drop_quarantined, quarantined_versions
+from totesys_platform.lake.delta import ChangesUnavailableError, LakeZone, Position, Snapshot
+from totesys_platform.lake.ingestion.extract import BATCH_COLUMN
+from totesys_platform.lake.processed import arrow_ops
+from totesys_platform.lake.processed.dates import STATE_SCHEMA as DATE_STATE_SCHEMA, STATE_TABLE as DATE_STATE
+from totesys_platform.lake.processed.dimensions import JOINED_DIMENSION_RECIPES
 from totesys_platform.lake.processed.transforms import PROCESSED_SPECS, ProcessedSpec
 from totesys_platform.lake.processed.validation import BadInputError
-from totesys_platform.lake.store import LakeStore
+from totesys_platform.lake.quarantine import drop_quarantined, quarantined_versions
+from totesys_platform.lake.writes import TableWrite
 from totesys_platform.source.contract import SOURCE_TABLES
 from totesys_platform.star_schema import TARGET_TABLES
+
+STAGE = "process"
 
 
 @dataclass(frozen=True)
 class ProcessResult:
     table: str
-    rows: int
-    entry: ManifestEntry | None
-    file_uri: str | None
-    consumed: dict[str, int]
+    rows: int  # rows this run adds (facts, dim_date) or merges (dimensions)
+    write: TableWrite  # for the lake IO manager; its data is None when there is nothing to commit
+    consumed: dict[str, int]  # input -> the ingestion table version consumed through (-1: nothing yet)
     input_rows: dict[str, int] = field(default_factory=dict)
-    total_rows: int = 0  # rows in all the table's batches (a dimension's batches may repeat a key)
+    rebuilt: str | None = None  # why the table is rebuilt from all of its inputs, if it is
 
     @property
     def changed(self) -> bool:
-        return self.entry is not None
+        return self.write.data is not None
 
 
-def read_new_batches(ingestion: LakeStore, source_table: str, after_seq: int) -> tuple[list[tuple[int, pa.Table]], int]:
-    """The ingestion batches of `source_table` committed after `after_seq` as (seq, rows), and the last seq read.
-
-    Quarantined versions are dropped (see lake/quarantine.py).
-    """
-    log = TableLog(ingestion, source_table)
-    schema = SOURCE_TABLES[source_table].arrow_schema
-    entries = log.entries(after_seq=after_seq)
-    quarantined = quarantined_versions(ingestion, source_table) if entries else None
-    batches = [(e.seq, drop_quarantined(log.read(e).select(schema.names).cast(schema), quarantined))
-               for e in entries if e.file]
-    return batches, (entries[-1].seq if entries else after_seq)
+# -- the lake's types for processed tables
 
 
-def read_new_input(ingestion: LakeStore, source_table: str, after_seq: int) -> tuple[pa.Table, int]:
-    """All ingestion rows of `source_table` committed after `after_seq`, in order, and the last seq read."""
-    batches, last = read_new_batches(ingestion, source_table, after_seq)
-    schema = SOURCE_TABLES[source_table].arrow_schema
-    return (pa.concat_tables([t for _, t in batches]) if batches else schema.empty_table()), last
+def lake_schema(name: str) -> pa.Schema:
+    """The processed table's schema in the lake: the star schema's, with time columns as text."""
+    return pa.schema([f.with_type(pa.string()) if pa.types.is_time(f.type) else f
+                      for f in TARGET_TABLES[name].arrow_schema])
 
 
-def _versions_holding(batches: list[tuple[int, pa.Table]], key: str | None) -> list[tuple[str, str]]:
-    """(column, last_updated) of the rows named by a BadInputError key such as ``sales_order_id=42``."""
+def to_lake(name: str, table: pa.Table) -> pa.Table:
+    return table.cast(lake_schema(name))
+
+
+def from_lake(name: str, table: pa.Table) -> pa.Table:
+    """Rows read from the lake with the star schema's types (text times back to time32[ms])."""
+    schema = TARGET_TABLES[name].arrow_schema
+    columns = []
+    for target in schema:
+        column = table[target.name]
+        if pa.types.is_time(target.type):
+            stamps = pc.cast(pc.binary_join_element_wise("1970-01-01T", column, ""), pa.timestamp("ms"))
+            column = pc.cast(stamps, target.type)
+        columns.append(column.cast(target.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+# -- reading the ingestion zone
+
+
+def _contract_rows(source: str, rows: pa.Table, quarantined: pa.Table) -> pa.Table:
+    schema = SOURCE_TABLES[source].arrow_schema
+    return drop_quarantined(rows.select(schema.names).cast(schema), quarantined)
+
+
+def position_problem(position: Position | None, now: Snapshot) -> str | None:
+    """Why lake table `now` no longer continues from `position`, a reader's position in it (None: it does)."""
+    if position is None:
+        return None
+    what = f"lake table {now.table.name} at {now.table.uri}"
+    if not now.exists:
+        return f"{what} is gone"
+    if now.table_id != position.table_id:
+        return f"{what} was created again (it is another Delta table now)"
+    if now.version < position.version:
+        return f"{what} is at version {now.version}, behind version {position.version} read before " \
+               "(restored from an older copy)"
+    committed_at = now.table.commit_time(position.version, now.delta)
+    # (A log entry cleaned up after the log retention cannot be compared: the table id and version must do.)
+    if committed_at is not None and committed_at != position.committed_at:
+        return f"{what} holds another commit at version {position.version} than the one read before " \
+               "(restored from an older copy, then written again)"
+    return None
+
+
+def _all_rows(ingestion: LakeZone, source: str, snapshot: Snapshot) -> pa.Table:
+    rows = ingestion.table(source).read(snapshot)
+    if rows is None:
+        return pa.table({})
+    return rows.take(pc.sort_indices(rows, sort_keys=[(BATCH_COLUMN, "ascending"), ("last_updated", "ascending")]))
+
+
+def _joined_state(name: str, ingestion: LakeZone, inputs: dict[str, Snapshot],
+                  quarantine: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """The current rows of a joined dimension's two inputs (latest capture per key), read at the versions this
+    run consumes through: what the builder joins the new rows with."""
+    recipe = JOINED_DIMENSION_RECIPES[name]
+    state = {}
+    for source, key in ((recipe.main, recipe.main_key), (recipe.reference, recipe.reference_key)):
+        rows = _all_rows(ingestion, source, inputs[source])
+        if rows.num_rows == 0:
+            continue
+        rows = _contract_rows(source, rows, quarantine[source])
+        state[source] = arrow_ops.last_per_key(rows.select(recipe.state_schema(source).names), key)
+    return state
+
+
+def _date_state(processed: LakeZone, current: Snapshot) -> dict[str, pa.Table]:
+    """The range dim_date covers now, from the table itself."""
+    dates = processed.table("dim_date").read(current, columns=["date_id"])
+    if dates is None or dates.num_rows == 0:
+        return {}
+    low_high = pc.min_max(dates["date_id"])
+    return {DATE_STATE: pa.table({"first_date": [low_high["min"].as_py()], "last_date": [low_high["max"].as_py()]},
+                                 schema=DATE_STATE_SCHEMA)}
+
+
+def _write_mode(name: str) -> tuple[str, str | None]:
+    target = TARGET_TABLES[name]
+    if target.kind == "fact" or name == "dim_date":
+        return "append", None
+    return "merge", target.natural_key
+
+
+def process_table(name: str, ingestion: LakeZone, processed: LakeZone, *, spec: ProcessedSpec | None = None
+                  ) -> ProcessResult:
+    """Prepare processed table `name`'s next commit from the ingestion commits it has not consumed yet."""
+    spec = spec or PROCESSED_SPECS[name]
+    current = processed.table(name).snapshot()
+    consumed = {s: Position.from_json(p) for s, p in (current.state.get("consumed") or {}).items()}
+    inputs = {s: ingestion.table(s).snapshot() for s in spec.inputs}
+    rebuilt = next(filter(None, (position_problem(consumed.get(s), inputs[s]) for s in spec.inputs)), None)
+    through = {s: inputs[s].version for s in spec.inputs}
+    if rebuilt is None and through == {s: consumed[s].version if consumed.get(s) else -1 for s in spec.inputs}:
+        return ProcessResult(name, 0, TableWrite(current, STAGE, current.state, None), through)
+
+    new: dict[str, pa.Table] = {}
+    if rebuilt is None:
+        try:
+            for s in spec.inputs:
+                after = consumed[s].version if consumed.get(s) else -1
+                new[s] = ingestion.table(s).changes(after, inputs[s])
+        except ChangesUnavailableError as err:
+            rebuilt = str(err)
+    if rebuilt is not None:
+        new = {s: _all_rows(ingestion, s, inputs[s]) for s in spec.inputs}
+    quarantine = {s: quarantined_versions(ingestion, s) for s in spec.inputs}
+    rows = {s: _contract_rows(s, t, quarantine[s]) if t.num_rows else SOURCE_TABLES[s].arrow_schema.empty_table()
+            for s, t in new.items()}
+
+    state: dict[str, pa.Table] = {}
+    if rebuilt is None and name in JOINED_DIMENSION_RECIPES:
+        state = _joined_state(name, ingestion, inputs, quarantine)
+    elif rebuilt is None and name == "dim_date":
+        state = _date_state(processed, current)
+    try:
+        delta, _ = spec.build(rows, state)
+    except BadInputError as err:
+        raise _with_quarantine_hint(err, rows) from None
+    expected = TARGET_TABLES[name].arrow_schema
+    if not delta.schema.equals(expected):
+        raise TypeError(f"{name}: the builder returned {delta.schema}, expected {expected}")
+
+    mode, key = _write_mode(name)
+    positions = {s: inputs[s].position() for s in spec.inputs if inputs[s].exists}
+    write = TableWrite(current, STAGE, {"consumed": {s: p.to_json() for s, p in positions.items()}},
+                       to_lake(name, delta), rows=delta.num_rows, mode="overwrite" if rebuilt and current.exists
+                       else mode, key=key)
+    return ProcessResult(name, delta.num_rows, write, through, {s: t.num_rows for s, t in rows.items()}, rebuilt)
+
+
+def _versions_holding(rows: pa.Table, key: str | None) -> list[tuple[str, str]]:
+    """(id, last_updated) of the rows named by a BadInputError key such as ``sales_order_id=42``."""
     if not key or "=" not in key:
         return []
     column, _, value = key.partition("=")
-    if not value.isdigit():
+    if not value.isdigit() or column not in rows.column_names:
         return []
-    found = []
-    for _, t in batches:
-        if column in t.column_names:
-            rows = t.filter(pc.equal(t[column], int(value)))
-            found += [(value, ts.isoformat(sep=" ", timespec="milliseconds")) for ts in rows["last_updated"].to_pylist()]
-    return found
+    found = rows.filter(pc.equal(rows[column], int(value)))
+    return [(value, ts.isoformat(sep=" ", timespec="milliseconds")) for ts in found["last_updated"].to_pylist()]
 
 
-def _with_quarantine_hint(err: BadInputError, batches: dict[str, list[tuple[int, pa.Table]]]) -> BadInputError:
-    source = err.source if err.source in batches else next(iter(batches), None)
-    versions = _versions_holding(batches.get(source, []), err.key) if source else []
+def _with_quarantine_hint(err: BadInputError, rows: dict[str, pa.Table]) -> BadInputError:
+    source = err.source if err.source in rows else next(iter(rows), None)
+    versions = _versions_holding(rows[source], err.key) if source else []
     if not versions:
         return err
     id_, last_updated = versions[-1]
@@ -91,115 +213,34 @@ def _with_quarantine_hint(err: BadInputError, batches: dict[str, list[tuple[int,
                          action=f"{err.action}. {hint}" if err.action else hint)
 
 
-def _commit_id(ingestion: LakeStore, source_table: str, seq: int) -> str | None:
-    """The commit id of ingestion entry `seq` of `source_table`; None if there is no such entry."""
-    try:
-        body = json.loads(ingestion.read_bytes(TableLog(ingestion, source_table).entry_key(seq)))
-    except (FileNotFoundError, ValueError):
-        return None  # gone, or unreadable (reading the zone again then names the broken entry)
-    return str(body.get("commit_id") or "") or None if isinstance(body, dict) else None
+# -- reading the processed zone
 
 
-def _position_lost(ingestion: LakeStore, source_table: str, seq: int, commit_id: str | None) -> bool:
-    """True if ingestion entry `seq`, consumed last, is no longer the commit it was (or no longer exists)."""
-    if seq <= 0:
-        return False
-    if commit_id:
-        return _commit_id(ingestion, source_table, seq) != commit_id
-    # A state written before commit ids were recorded: only a zone that ends below `seq` can be told.
-    return seq > TableLog(ingestion, source_table).latest_seq()
+def read_processed(processed: LakeZone, name: str, snapshot: Snapshot | None = None) -> pa.Table:
+    """Every row of processed table `name` (now, or at `snapshot`), with the star schema's types."""
+    rows = processed.table(name).read(snapshot)
+    return from_lake(name, rows) if rows is not None else TARGET_TABLES[name].arrow_schema.empty_table()
 
 
-def _state_key(table: str, seq: int, name: str, batch_ts: datetime) -> str:
-    # The attempt's batch time is part of the key: an attempt that died after writing its state files and
-    # before its commit leaves them unreferenced, and the next attempt at the same seq must not collide.
-    return f"_state/{table}/{seq:010d}/{name}_{batch_ts:%Y%m%dT%H%M%S%f}.parquet"
+def read_processed_changes(processed: LakeZone, name: str, after: Position | None, through: Snapshot
+                           ) -> tuple[pa.Table, str | None]:
+    """The rows of processed table `name` committed after `after` up to `through` (a dimension's latest row per
+    key), and None; or, when `after` is no longer a position of this table (or its commits since are gone),
+    every row at `through` and the reason."""
+    why = position_problem(after, through) if after is not None else None
+    if after is not None and why is None:
+        try:
+            rows = processed.table(name).changes(after.version, through)
+        except ChangesUnavailableError as err:
+            why = str(err)
+        else:
+            if rows.num_rows == 0:
+                return TARGET_TABLES[name].arrow_schema.empty_table(), None
+            if TARGET_TABLES[name].kind == "dimension":
+                rows = arrow_ops.last_per_key(rows, TARGET_TABLES[name].natural_key)
+            return from_lake(name, rows), None
+    return read_processed(processed, name, through), why
 
 
-def _read_state(store: LakeStore, state_files: dict[str, str]) -> dict[str, pa.Table]:
-    return {name: store.read_parquet(key) for name, key in state_files.items()}
-
-
-def process_table(
-    name: str,
-    ingestion: LakeStore,
-    processed: LakeStore,
-    *,
-    batch_ts: datetime | None = None,
-    spec: ProcessedSpec | None = None,
-) -> ProcessResult:
-    """Bring processed table `name` up to date with the ingestion zone; returns what it added."""
-    spec = spec or PROCESSED_SPECS[name]
-    log = TableLog(processed, name)
-    latest = log.latest()
-    prev_state = latest.state if latest else {}
-    consumed: dict[str, int] = dict(prev_state.get("consumed", {}))
-    consumed_commits: dict[str, str] = dict(prev_state.get("consumed_commits", {}))
-    total_rows = int(prev_state.get("total_rows", 0))
-    state_files: dict[str, str] = dict(prev_state.get("state_files", {}))
-    if any(_position_lost(ingestion, s, consumed.get(s, 0), consumed_commits.get(s)) for s in spec.inputs):
-        # The ingestion zone no longer holds the batch this table consumed last: it was lost and extracted
-        # again, or restored from an older copy. Reading "after consumed" would silently skip what it now
-        # holds, so the table is rebuilt from all of it (the warehouse merges ignore what they already have).
-        consumed, consumed_commits, state_files = {}, {}, {}
-
-    batches: dict[str, list[tuple[int, pa.Table]]] = {}
-    inputs: dict[str, pa.Table] = {}
-    new_consumed: dict[str, int] = {}
-    for source in spec.inputs:
-        batches[source], new_consumed[source] = read_new_batches(ingestion, source, consumed.get(source, 0))
-        parts = [t for _, t in batches[source]]
-        inputs[source] = pa.concat_tables(parts) if parts else SOURCE_TABLES[source].arrow_schema.empty_table()
-    input_rows = {k: v.num_rows for k, v in inputs.items()}
-    if new_consumed == {s: consumed.get(s, 0) for s in spec.inputs}:
-        return ProcessResult(name, 0, None, None, new_consumed, input_rows, total_rows)
-
-    try:
-        old_state = _read_state(processed, state_files)
-        delta, new_state = spec.build(inputs, old_state)
-    except BadInputError as err:
-        raise _with_quarantine_hint(err, batches) from None
-    expected = TARGET_TABLES[name].arrow_schema
-    if not delta.schema.equals(expected):
-        raise TypeError(f"{name}: the builder returned {delta.schema}, expected {expected}")
-
-    seq = (latest.seq if latest else 0) + 1
-    batch_ts = batch_ts or datetime.now(timezone.utc)
-    file_key = None
-    file_uri = None
-    if delta.num_rows:
-        file_key = data_file_key(name, batch_ts)
-        written = processed.write_parquet(file_key, delta.to_batches(), expected)
-        file_uri = written.uri
-    new_state_files: dict[str, str] = {}
-    for state_name, table in new_state.items():
-        old_key = state_files.get(state_name)
-        if old_key and old_state[state_name].equals(table):
-            new_state_files[state_name] = old_key
-            continue
-        key = _state_key(name, seq, state_name, batch_ts)
-        processed.write_parquet(key, table.to_batches(), table.schema)
-        new_state_files[state_name] = key
-    new_commits = {
-        source: consumed_commits[source] if seq == consumed.get(source) and source in consumed_commits
-        else _commit_id(ingestion, source, seq)
-        for source, seq in new_consumed.items() if seq
-    }
-    entry = log.commit(
-        file=file_key,
-        rows=delta.num_rows,
-        state={"consumed": new_consumed, "consumed_commits": new_commits, "state_files": new_state_files,
-               "total_rows": total_rows + delta.num_rows},
-        expected_prev_seq=latest.seq if latest else 0,
-    )
-    return ProcessResult(name, delta.num_rows, entry, file_uri, new_consumed, input_rows, total_rows + delta.num_rows)
-
-
-def read_processed(processed: LakeStore, name: str, after_seq: int = 0) -> tuple[pa.Table, int]:
-    """The processed batches of `name` committed after `after_seq`, concatenated, and the last seq read."""
-    log = TableLog(processed, name)
-    schema = TARGET_TABLES[name].arrow_schema
-    entries = log.entries(after_seq=after_seq)
-    tables = [log.read(e).cast(schema) for e in entries if e.file]
-    last = entries[-1].seq if entries else after_seq
-    return (pa.concat_tables(tables) if tables else schema.empty_table()), last
+__all__ = ["ProcessResult", "from_lake", "lake_schema", "position_problem", "process_table", "read_processed",
+           "read_processed_changes", "to_lake"]

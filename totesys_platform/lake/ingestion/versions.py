@@ -1,0 +1,225 @@
+"""Which versions an extraction run archives: the watermark, the look-back window, the remembered versions.
+
+Plain Python, no Dagster (docs/extraction.md explains the algorithm). A table's state is recorded in
+each of its ingestion commits (the Delta commit's metadata); this module reads it, filters a run's rows
+against it and computes the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from totesys_platform.lake.ingestion.source_schema import SourceError
+from totesys_platform.lake.store import LakeError
+from totesys_platform.source import contract
+
+STATE_FORMAT = 2  # 2 adds a content fingerprint to each remembered version (format 1 states still load)
+# Anomalies named in an error message; the rest are counted.
+ANOMALY_SAMPLE = 10
+_EPOCH = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)
+
+
+class VersionOrderError(SourceError):
+    """A row changed without last_updated moving forward: its change cannot be archived as a new version.
+
+    Either the same (id, last_updated) was read again with different content, or a row came back with a
+    last_updated earlier than a version of it already archived. Nothing was committed for the table."""
+
+
+def to_ms(ts: datetime) -> int:
+    return (ts - _EPOCH) // _MS
+
+
+def from_ms(ms: int) -> datetime:
+    return _EPOCH + ms * _MS
+
+
+def iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="milliseconds")
+
+
+@dataclass
+class TableState:
+    watermark: int | None = None  # epoch ms of the largest last_updated ever read
+    window_start: int | None = None  # every archived version with last_updated >= this is in `versions`
+    versions: set[tuple[int, int]] | None = None  # (pk, last_updated epoch ms)
+    # Content fingerprint of remembered versions (format 2; empty for a format 1 state or other columns).
+    fingerprints: dict[tuple[int, int], str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, table: str, state: dict, columns: Sequence[str], where: str) -> "TableState":
+        """The state recorded in a commit (`where` names it in errors); the empty state if there is none."""
+        if not state:
+            return cls(versions=set())
+        try:
+            watermark = datetime.fromisoformat(state["watermark"])
+            window_start = datetime.fromisoformat(state["window_start"])
+            versions, fingerprints = set(), {}
+            same_columns = state.get("fingerprint_columns") == list(columns)
+            for pk, ts, *fingerprint in state["versions"]:
+                key = (int(pk), to_ms(datetime.fromisoformat(ts)))
+                versions.add(key)
+                if fingerprint and same_columns:
+                    fingerprints[key] = str(fingerprint[0])
+        except (KeyError, TypeError, ValueError) as err:
+            raise LakeError(
+                f"{table}: the extraction state recorded in {where} is unreadable ({type(err).__name__}: {err}); "
+                "restore the table's _delta_log from a backup"
+            ) from None
+        return cls(to_ms(watermark), to_ms(window_start), versions, fingerprints)
+
+    def to_json(self, columns: Sequence[str]) -> dict:
+        def version(pk: int, ms: int) -> list:
+            fingerprint = self.fingerprints.get((pk, ms))
+            return [pk, iso(from_ms(ms))] + ([fingerprint] if fingerprint else [])
+
+        return {
+            "format": STATE_FORMAT,
+            "watermark": iso(from_ms(self.watermark)),
+            "window_start": iso(from_ms(self.window_start)),
+            "fingerprint_columns": list(columns),
+            "versions": [version(pk, ms) for pk, ms in sorted(self.versions, key=lambda v: (v[1], v[0]))],
+        }
+
+
+def _fingerprints(batch: pa.RecordBatch, rows: Sequence[int]) -> list[str]:
+    """A short, stable digest of each row's values (the contract's Python values, so the same content gives
+    the same digest in every run); only computed for the few rows in the look-back window."""
+    columns = [column.take(pa.array(rows, pa.int64())).to_pylist() for column in batch.columns]
+    return [hashlib.blake2b(repr(values).encode(), digest_size=8).hexdigest() for values in zip(*columns)]
+
+
+class Deduplicator:
+    """Drops versions already archived, tracks the new watermark and the versions to remember, and finds
+    rows whose last_updated did not move forward with their change (see VersionOrderError).
+
+    Vectorised: only rows whose id the state remembers are looked at one by one (a handful on a tick,
+    none on a first run); the rest is Arrow compute over each batch.
+    """
+
+    def __init__(self, table: contract.SourceTable, state: TableState, lookback_ms: int, read_from_ms: int | None):
+        self.pk_index = table.column_names.index(table.primary_key)
+        self.lu_index = table.column_names.index("last_updated")
+        self.seen = state.versions or set()
+        self.seen_fingerprints = state.fingerprints
+        # The latest remembered version of each id: this run must read that version again, or a later one.
+        self.latest_seen: dict[int, int] = {}
+        for pk, ms in self.seen:
+            if read_from_ms is None or ms >= read_from_ms:
+                self.latest_seen[pk] = max(ms, self.latest_seen.get(pk, ms))
+        known = sorted({pk for pk, _ in self.seen})
+        self.known_ids = pa.array(known, pa.int64()) if known else None
+        self.read_again: set[int] = set()
+        self.lookback_ms = lookback_ms
+        self.max_ms = state.watermark
+        # Rows that may end up in the look-back window (last_updated >= the running max - lookback); their
+        # versions and fingerprints are taken in next_state, once the final watermark is known.
+        self.window: list[pa.RecordBatch] = []
+        self.window_rows = 0
+        self.changed_in_place: list[tuple[int, int]] = []  # same (id, last_updated), other content
+        self.moved_back: list[tuple[int, int, int]] = []  # (id, last_updated read, later version archived)
+        self.rows = 0
+        self.duplicates = 0
+        self._prune_at = 10_000
+
+    def filter(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        last_updated = batch.column(self.lu_index).cast(pa.int64())
+        if self.known_ids is not None:
+            rows = pc.indices_nonzero(pc.is_in(batch.column(self.pk_index), value_set=self.known_ids))
+            if len(rows):
+                ids = batch.column(self.pk_index).take(rows).to_pylist()
+                keys = list(zip(ids, last_updated.take(rows).to_pylist()))
+                self._find_moved_back(keys)
+                repeated = [(i, key) for i, key in zip(rows.to_pylist(), keys) if key in self.seen]
+                if repeated:
+                    self.duplicates += len(repeated)
+                    self._compare_fingerprints(batch, repeated)
+                    keep = [True] * batch.num_rows
+                    for i, _ in repeated:
+                        keep[i] = False
+                    mask = pa.array(keep)
+                    batch, last_updated = batch.filter(mask), last_updated.filter(mask)
+        if batch.num_rows:
+            batch_max = pc.max(last_updated).as_py()
+            self.max_ms = batch_max if self.max_ms is None else max(self.max_ms, batch_max)
+            self._remember(batch, last_updated)
+        self.rows += batch.num_rows
+        return batch
+
+    def _find_moved_back(self, keys: list[tuple[int, int]]) -> None:
+        for pk, ms in keys:
+            latest = self.latest_seen.get(pk)
+            if latest is not None:
+                self.read_again.add(pk)
+                if ms < latest:
+                    self.moved_back.append((pk, ms, latest))
+
+    def _compare_fingerprints(self, batch: pa.RecordBatch, repeated: list[tuple[int, tuple[int, int]]]) -> None:
+        rows = [(i, key) for i, key in repeated if key in self.seen_fingerprints]
+        for (_, key), fingerprint in zip(rows, _fingerprints(batch, [i for i, _ in rows])):
+            if fingerprint != self.seen_fingerprints[key]:
+                self.changed_in_place.append(key)
+
+    def _remember(self, batch: pa.RecordBatch, last_updated: pa.Array) -> None:
+        # The final watermark is >= max_ms, so rows below max_ms - lookback will be forgotten anyway.
+        floor = self.max_ms - self.lookback_ms
+        near = pc.greater_equal(last_updated, floor)
+        if pc.all(near).as_py():
+            self.window.append(batch)
+        elif pc.any(near).as_py():
+            self.window.append(batch.filter(near))
+        else:
+            return
+        self.window_rows += self.window[-1].num_rows
+        if self.window_rows > self._prune_at:
+            self.window = [kept for b in self.window if (kept := b.filter(pc.greater_equal(
+                b.column(self.lu_index).cast(pa.int64()), floor))).num_rows]
+            self.window_rows = sum(b.num_rows for b in self.window)
+            self._prune_at = max(10_000, 2 * self.window_rows)
+
+    def vanished(self) -> list[tuple[int, int]]:
+        """Remembered ids this run did not read again at all: deleted in the source, or their last_updated
+        moved back below the read window (the hourly source check names them; extraction only warns)."""
+        return sorted((pk, ms) for pk, ms in self.latest_seen.items() if pk not in self.read_again)
+
+    def next_state(self, read_from_ms: int | None) -> TableState:
+        window_start = self.max_ms - self.lookback_ms
+        if read_from_ms is not None:
+            window_start = max(window_start, read_from_ms)
+        versions = {k for k in self.seen if k[1] >= window_start}
+        fingerprints = {k: v for k, v in self.seen_fingerprints.items() if k in versions}
+        for batch in self.window:
+            last_updated = batch.column(self.lu_index).cast(pa.int64())
+            rows = pc.indices_nonzero(pc.greater_equal(last_updated, window_start))
+            keys = list(zip(batch.column(self.pk_index).take(rows).to_pylist(), last_updated.take(rows).to_pylist()))
+            versions.update(keys)
+            fingerprints.update(zip(keys, _fingerprints(batch, rows.to_pylist())))
+        return TableState(self.max_ms, window_start, versions, fingerprints)
+
+
+def version_order_error(table: contract.SourceTable, dedup: Deduplicator) -> VersionOrderError:
+    pk = table.primary_key
+    problems = [
+        f"{pk} {key} at last_updated {iso(from_ms(ms))} was archived before and is now different with the same "
+        "last_updated (changed without moving last_updated)"
+        for key, ms in dedup.changed_in_place[:ANOMALY_SAMPLE]
+    ] + [
+        f"{pk} {key} now has last_updated {iso(from_ms(ms))}, earlier than its version at {iso(from_ms(later))} "
+        "already archived (last_updated moved backwards)"
+        for key, ms, later in dedup.moved_back[:ANOMALY_SAMPLE]
+    ]
+    count = len(dedup.changed_in_place) + len(dedup.moved_back)
+    more = f"\n  - ... and {count - len(problems)} more" if count > len(problems) else ""
+    return VersionOrderError(
+        f"{table.name}: {count} row(s) changed without last_updated moving forward, so the change cannot be "
+        f"archived as a new version; nothing was committed for {table.name}:\n  - " + "\n  - ".join(problems) + more
+        + f"\nAsk the totesys owners to set last_updated to the time of the change on these rows (UPDATE "
+        f"{table.name} SET last_updated = now() WHERE {pk} IN (...)), and fix the writer; the next run archives them."
+    )

@@ -1,0 +1,80 @@
+"""Lake maintenance (plain logic, no Dagster): compact small files, checkpoint the log, clean up old log entries
+and vacuum files no retained version needs.
+
+Every tick appends small files (a batch of a few rows per table), so reads slow down and the log grows unless
+the tables are maintained. Compaction rewrites small files into larger ones without changing any row (a
+``dataChange: false`` commit, which readers of the change feed skip); it carries the table's latest progress
+record forward, so that record never lives only in a log entry that is later cleaned up. Vacuum deletes only
+files that no version younger than the retention needs (default 7 days: the Delta default), and the files of
+runs that failed before their commit once they are that old.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from totesys_platform.lake.delta import META_KEY, LakeTable, progress_record
+from totesys_platform.lake.store import LakeError
+
+DEFAULT_RETENTION_HOURS = 7 * 24
+STAGE = "maintenance"
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    table: str
+    version: int  # the table's version after maintenance (-1: the table does not exist)
+    files_before: int
+    files_after: int
+    files_compacted: int  # small files rewritten into larger ones
+    files_vacuumed: int  # files no retained version needs, deleted
+    log_files: int  # commit files left in _delta_log
+
+    @property
+    def skipped(self) -> bool:
+        return self.version < 0
+
+
+def maintain_table(table: LakeTable, *, retention_hours: float = DEFAULT_RETENTION_HOURS,
+                   dry_run: bool = False) -> MaintenanceReport:
+    """Compact, checkpoint, clean up the log and vacuum one table (with `dry_run`, only count what vacuum would
+    delete and change nothing)."""
+    from deltalake import CommitProperties
+
+    if retention_hours < 0:
+        raise ValueError(f"retention_hours must not be negative, got {retention_hours}")
+    read = table.snapshot()
+    if not read.exists:
+        return MaintenanceReport(table.name, -1, 0, 0, 0, 0, 0)
+    delta = read.delta
+    files_before = read.file_count()
+    compacted = 0
+    try:
+        if not dry_run:
+            carried = {META_KEY: progress_record(table.name, uuid.uuid4().hex, STAGE, read.state, read.txn_version)
+                       } if read.txn_version else {}
+            metrics = delta.optimize.compact(commit_properties=CommitProperties(custom_metadata=carried))
+            compacted = int(metrics.get("numFilesRemoved", 0) or 0)
+            delta = table.snapshot().delta
+            delta.create_checkpoint()
+            delta.cleanup_metadata()
+        # full: also the files no version ever referenced (a run that died before its commit wrote them).
+        vacuumed = delta.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
+                                enforce_retention_duration=False, full=True)
+    except LakeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - delta-rs raises several unrelated types
+        raise LakeError(f"cannot maintain lake table {table.name} at {table.uri} ({table.zone.where()}): "
+                        f"{str(err).splitlines()[0][:300]}") from None
+    after = table.snapshot()
+    return MaintenanceReport(table.name, after.version, files_before, after.file_count(), compacted, len(vacuumed),
+                             _log_files(table))
+
+
+def _log_files(table: LakeTable) -> int:
+    log = f"{table.name}/_delta_log/"
+    return sum(1 for key in table.zone.objects.list_keys(log) if key.endswith(".json") and "/" not in key[len(log):])
+
+
+__all__ = ["DEFAULT_RETENTION_HOURS", "MaintenanceReport", "maintain_table"]
