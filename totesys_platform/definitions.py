@@ -8,6 +8,7 @@ import dagster as dg
 from totesys_platform.analytics.assets import sales_report
 from totesys_platform.automation.alerts import ALERT_SENSORS, AlertsResource
 from totesys_platform.automation.checks import ALL_CHECKS
+from totesys_platform.automation.maintenance import lake_maintenance_job, lake_maintenance_schedule
 from totesys_platform.automation.source_checks import SOURCE_CHECKS
 from totesys_platform.automation.jobs import (
     RUN_LOGGING, etl_schedule, rebuild_warehouse_job, totesys_etl, totesys_new_data_sensor, validate_and_report,
@@ -22,8 +23,8 @@ from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS
 defs = dg.Definitions(
     assets=[observe_totesys, extract_totesys, *PROCESSED_ASSETS, *WAREHOUSE_ASSETS, sales_report],
     asset_checks=[*ALL_CHECKS, *SOURCE_CHECKS],
-    jobs=[totesys_etl, validate_and_report, rebuild_warehouse_job],
-    schedules=[etl_schedule, validation_schedule],
+    jobs=[totesys_etl, validate_and_report, rebuild_warehouse_job, lake_maintenance_job],
+    schedules=[etl_schedule, validation_schedule, lake_maintenance_schedule],
     sensors=[totesys_new_data_sensor, *ALERT_SENSORS],
     resources={**build_resources(), "alerts": AlertsResource.from_env()},
     loggers=RUN_LOGGING.loggers or None,
