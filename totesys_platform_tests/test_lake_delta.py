@@ -78,6 +78,31 @@ def test_of_writers_starting_from_one_version_exactly_one_commits(zone):
     assert now.state == {"n": winners[0].rows and int(now.state["n"])}
 
 
+def test_a_commit_whose_success_was_reported_as_a_conflict_counts_once(zone, monkeypatch):
+    """The object store retried a commit whose response was lost: the retry conflicts with the commit itself.
+    (The lost response is the one fault injected: the commit before it is real.)"""
+    import deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    table = zone.table("design")
+    table.append(rows(1), read=table.snapshot(), stage="extract", state={"n": 1}, rows=1)
+    real_write = deltalake.write_deltalake
+
+    def lost_response(*args, **kwargs):
+        real_write(*args, **kwargs)
+        raise CommitFailedError("version 1 already exists")
+
+    monkeypatch.setattr(deltalake, "write_deltalake", lost_response)
+    commit = table.append(rows(2), read=table.snapshot(), stage="extract", state={"n": 2}, rows=1)
+    assert commit.version == 1 and table.snapshot().state == {"n": 2} and table.snapshot().row_count() == 2
+    # A real conflict (somebody else's commit) is still refused, and nothing is committed twice.
+    stale = table.snapshot()
+    table.append(rows(3), read=stale, stage="extract", state={"n": 3}, rows=1)
+    with pytest.raises(ConcurrentCommitError):
+        table.append(rows(4), read=stale, stage="extract", state={"n": 4}, rows=1)
+    assert sorted(table.read()["id"].to_pylist()) == [1, 2, 3]
+
+
 def test_two_writers_creating_a_table_at_once_cannot_both_commit(zone):
     table = zone.table("design")
     a, b = table.snapshot(), table.snapshot()

@@ -35,8 +35,10 @@ from totesys_platform.settings import redact_url
 APP_ID = "totesys-platform"
 META_KEY = "totesys"
 # Change data feed: readers take a table's new commits by version (`changes`). Checkpoints every 20
-# commits keep opening a table to a handful of small reads, also on S3.
-BASE_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.checkpointInterval": "20"}
+# commits keep opening a table to a handful of small reads, also on S3. Log entries are kept as long as the
+# maintenance keeps data files (7 days; Delta's default is 30): time travel needs both, and the log stays small.
+BASE_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.checkpointInterval": "20",
+                   "delta.logRetentionDuration": "interval 7 days"}
 # Append-only tables refuse any commit that removes data (compaction, which only rewrites, is allowed).
 APPEND_ONLY = {"delta.appendOnly": "true"}
 CHANGE_TYPE, COMMIT_VERSION = "_change_type", "_commit_version"
@@ -317,7 +319,8 @@ class LakeTable:
         return CommitProperties(custom_metadata={META_KEY: progress_record(self.name, commit_id, stage, state, txn)},
                                 app_transactions=[Transaction(APP_ID, txn)])
 
-    def _committed(self, read: Snapshot, commit_id: str, rows: int) -> Commit:
+    def _landed(self, read: Snapshot, commit_id: str, rows: int) -> Commit | None:
+        """Our commit `commit_id`, if the table's log holds it since `read`."""
         delta = self._open()
         for info in _history(delta, limit=max(delta.version() - read.version, 1)):
             record = _record(info)
@@ -325,8 +328,30 @@ class LakeTable:
                 metrics = info.get("operationMetrics") or {}
                 files = int(metrics.get("num_added_files", metrics.get("num_target_files_added", 0)) or 0)
                 return Commit(self.name, self.uri, int(info["version"]), rows, files, commit_id)
+        return None
+
+    def _concurrent_unless_landed(self, read: Snapshot, commit_id: str, rows: int) -> Commit:
+        # A commit whose response was lost, retried by the object store, conflicts with itself: it did land.
+        try:
+            landed = self._landed(read, commit_id, rows) if read.delta is not None else None
+        except Exception:  # noqa: BLE001 - the conflict is the error worth reporting
+            landed = None
+        if landed is None:
+            raise self._concurrent(read) from None
+        return landed
+
+    def _committed(self, read: Snapshot, commit_id: str, rows: int) -> Commit:
+        landed = self._landed(read, commit_id, rows)
+        if landed is not None:
+            return landed
         raise LakeError(f"{self.name}: commit {commit_id} is not in the log of {self.uri} after it was made: was the "
                         "table replaced or restored while this run wrote it? Rerun")
+
+    def _refuse_reused(self, read: Snapshot) -> None:
+        # delta-rs advances the table object it commits through; a snapshot already committed through is stale,
+        # and delta-rs would not see its own earlier commit as a conflict.
+        if read.delta is not None and read.delta.version() != read.version:
+            raise self._concurrent(read)
 
     def _concurrent(self, read: Snapshot) -> ConcurrentCommitError:
         return ConcurrentCommitError(
@@ -347,6 +372,7 @@ class LakeTable:
         from deltalake import WriterProperties, write_deltalake
         from deltalake.exceptions import CommitFailedError
 
+        self._refuse_reused(read)
         self.zone.check_exclusive_commits()
         commit_id = uuid.uuid4().hex
         target = read.delta if read.delta is not None else self.uri
@@ -361,7 +387,7 @@ class LakeTable:
                 commit_properties=self._commit_properties(read, stage, state, commit_id, txn),
             )
         except CommitFailedError:
-            raise self._concurrent(read) from None
+            return self._concurrent_unless_landed(read, commit_id, rows)
         except (LakeError, ValueError):
             raise
         except Exception as err:  # noqa: BLE001
@@ -378,6 +404,7 @@ class LakeTable:
         if read.delta is None or data.num_rows == 0:
             # Nothing to merge is still progress to record: delta-rs makes no commit for an empty merge.
             return self.append(data, read=read, stage=stage, state=state, rows=data.num_rows)
+        self._refuse_reused(read)
         self.zone.check_exclusive_commits()
         commit_id = uuid.uuid4().hex
         try:
@@ -385,7 +412,7 @@ class LakeTable:
                               commit_properties=self._commit_properties(read, stage, state, commit_id))
              .when_matched_update_all().when_not_matched_insert_all().execute())
         except CommitFailedError:
-            raise self._concurrent(read) from None
+            return self._concurrent_unless_landed(read, commit_id, data.num_rows)
         except Exception as err:  # noqa: BLE001
             raise _delta_error("merge into", self, err) from None
         return self._committed(read, commit_id, data.num_rows)
