@@ -87,6 +87,23 @@ def test_vacuum_deletes_only_files_no_retained_version_needs(zone, tmp_path):
     assert len(list(folder.glob("*.parquet"))) == 1 and sorted(table.read()["id"].to_pylist()) == [1, 2, 3]
 
 
+def test_a_quiet_table_keeps_its_progress_through_maintenance_and_log_clean_up(zone):
+    """Vacuum's own commits carry no progress record; the log clean-up must never leave a table without one.
+    (The retentions are set to zero, as if every log entry were older than they allow.)"""
+    table = zone.table("currency")
+    ticks(table, 2)
+    table.snapshot().delta.alter.set_table_properties(
+        {"delta.logRetentionDuration": "interval 0 seconds", "delta.deletedFileRetentionDuration": "interval 0 seconds"})
+    for _ in range(3):  # compacts and vacuums, then twice with nothing new: the table stays quiet
+        maintain_table(table, retention_hours=0)
+        now = table.snapshot()
+        assert (now.state, now.txn_version) == ({"tick": 2}, 2)
+    log = {p.name for p in (zone.objects.root / "currency" / "_delta_log").iterdir()}
+    assert len([name for name in log if name.endswith(".json")]) == 1  # cleaned up to the checkpointed commit
+    ticks(table, 1, start=3)  # and the next tick continues from it
+    assert table.snapshot().state == {"tick": 3} and sorted(table.read()["id"].to_pylist()) == [1, 2, 3]
+
+
 def test_a_table_that_does_not_exist_is_skipped(zone):
     assert maintain_table(zone.table("staff")).skipped
 

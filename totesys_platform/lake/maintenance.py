@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from totesys_platform.lake.delta import META_KEY, LakeTable, progress_record
+from totesys_platform.lake.delta import META_KEY, LakeTable, _record, progress_record
 from totesys_platform.lake.store import LakeError
 
 DEFAULT_RETENTION_HOURS = 7 * 24
@@ -57,11 +57,15 @@ def maintain_table(table: LakeTable, *, retention_hours: float = DEFAULT_RETENTI
             metrics = delta.optimize.compact(commit_properties=CommitProperties(custom_metadata=carried))
             compacted = int(metrics.get("numFilesRemoved", 0) or 0)
             delta = table.snapshot().delta
-            delta.create_checkpoint()
-            delta.cleanup_metadata()
         # full: also the files no version ever referenced (a run that died before its commit wrote them).
         vacuumed = delta.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
                                 enforce_retention_duration=False, full=True)
+        if not dry_run:
+            delta = _progress_in_newest_commit(table)
+            # The checkpoint is the newest commit, which holds the progress record: the log clean-up removes
+            # only entries before it, so the record survives however long the table stays quiet.
+            delta.create_checkpoint()
+            delta.cleanup_metadata()
     except LakeError:
         raise
     except Exception as err:  # noqa: BLE001 - delta-rs raises several unrelated types
@@ -70,6 +74,25 @@ def maintain_table(table: LakeTable, *, retention_hours: float = DEFAULT_RETENTI
     after = table.snapshot()
     return MaintenanceReport(table.name, after.version, files_before, after.file_count(), compacted, len(vacuumed),
                              _log_files(table))
+
+
+def _progress_in_newest_commit(table: LakeTable):
+    """The table, its newest commit carrying the latest progress record: vacuum's own commits (and another
+    engine's) hold none, so an empty commit carrying it is added after them when needed."""
+    from deltalake import CommitProperties
+
+    read = table.snapshot()
+    delta = read.delta
+    if not read.txn_version:
+        return delta
+    newest = next(iter(delta.history(1)), {})
+    record = _record(newest)
+    if record is not None and record.get("txn") == read.txn_version:
+        return delta
+    carried = progress_record(table.name, uuid.uuid4().hex, STAGE, read.state, read.txn_version)
+    delta.create_write_transaction([], mode="append", schema=delta.schema(),
+                                   commit_properties=CommitProperties(custom_metadata={META_KEY: carried}))
+    return table.snapshot().delta
 
 
 def _log_files(table: LakeTable) -> int:
