@@ -644,6 +644,13 @@ def _preserved_notes(output: Path) -> str:
     return "_(No notes yet. Text written between the two notes markers is kept when the report is regenerated.)_"
 
 
+def _lake_ticks_section(output: Path) -> str | None:
+    """The section bench/lake_ticks.py generated, if the report has one: it is kept as it is."""
+    start, end = "<!-- lake-ticks:start -->", "<!-- lake-ticks:end -->"
+    text = output.read_text() if output.exists() else ""
+    return text[text.index(start):text.index(end) + len(end)] if start in text and end in text else None
+
+
 def render_report(options: Options, output: Path, machine: dict, records: list[RunRecord], scales: list[ScaleInfo],
                   profile: dict, elapsed: float, plot_rel: str | None) -> str:
     lines: list[str] = []
@@ -808,6 +815,10 @@ def render_report(options: Options, output: Path, machine: dict, records: list[R
         add("Agreement: " + ("floor, seeds and ours agree on every table but dim_date." if not mismatches
                              else "**mismatch**: " + "; ".join(mismatches)))
         add("")
+    lake_ticks = _lake_ticks_section(output)
+    if lake_ticks:
+        add(lake_ticks)
+        add("")
     add("## How to run")
     add("")
     add("```sh")
@@ -816,6 +827,7 @@ def render_report(options: Options, output: Path, machine: dict, records: list[R
         "--profile-scale 10 --output BENCHMARKS.md")
     add(".venv/bin/python bench/run.py --profile tiny --output /tmp/BENCHMARKS.md   # smoke run, ~1 min")
     add(".venv/bin/python bench/run.py --help")
+    add(".venv/bin/python bench/lake_ticks.py --ticks 1000     # the lake over many ticks (its own section)")
     add("```")
     add("")
     add("The freshness mode measures change-to-warehouse latency against a running stack: start it with "

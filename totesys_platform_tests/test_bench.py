@@ -244,3 +244,31 @@ def test_pandas_and_floor_ticks_pick_up_exactly_the_change(totesys_url, empty_db
             paid = conn.execute("SELECT count(*) FROM fact_payment WHERE paid").fetchone()[0]
         assert facts == payments + tick.payments_paid, name  # each paid payment is a second version
         assert paid >= tick.payments_paid, name
+
+
+def test_the_many_ticks_bench_measures_ticks_and_logs_and_its_section_survives_a_regenerated_report(tmp_path):
+    from bench.run import _lake_ticks_section
+
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("# Benchmarks\n\n## Results\n\n## How to run\n\nmake bench\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "lake_ticks.py"), "--ticks", "4", "--scale", "0.02", "--orders", "3",
+         "--maintain-every", "2", "--sample-every", "2", "--output", str(report), "--results-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    measured = json.loads((tmp_path / "lake_ticks.json").read_text())
+    assert len(measured["tick_s"]) == 4 and len(measured["maintenance_s"]) == 2
+    assert [s["tick"] for s in measured["samples"]] == [1, 2, 4]
+    # Each tick commits to sales_order; after a maintenance its log is one checkpointed commit and one data file.
+    last = measured["samples"][-1]["ingestion"]
+    assert last["version"] > measured["samples"][0]["ingestion"]["version"]
+    assert last["data_files"] == 1 and last["read_files"] == 1
+    text = report.read_text()
+    section = _lake_ticks_section(report)
+    assert section and "## Lake over many ticks" in section and "| 4 | ingestion/sales_order |" in section
+    assert text.index("## Results") < text.index(section) < text.index("## How to run")
+    # Run again: the section is replaced, not repeated.
+    subprocess.run([sys.executable, str(REPO / "bench" / "lake_ticks.py"), "--ticks", "1", "--scale", "0.02",
+                    "--output", str(report), "--results-dir", str(tmp_path)], check=True, capture_output=True,
+                   timeout=600)
+    assert report.read_text().count("## Lake over many ticks") == 1
