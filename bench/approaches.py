@@ -2,7 +2,7 @@
 
 Each approach owns a fresh target per initial load (`reset`), and gives the command of one run
 (`command`): the same command serves the initial load and every later tick, because each keeps its
-own state (watermarks in its target, dlt's pipeline state, our lake manifests).
+own state (watermarks in its target, dlt's pipeline state, our lake's Delta commits).
 """
 
 from __future__ import annotations

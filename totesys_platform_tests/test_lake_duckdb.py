@@ -6,6 +6,9 @@ log itself, so orphan files or uncommitted batches would show up here as extra r
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +23,7 @@ from totesys_platform.star_schema import TARGET_TABLES
 from totesys_platform_tests.test_pipeline import lake_urls, resources, run_pipeline, seeded_totesys  # noqa: F401
 
 duckdb = pytest.importorskip("duckdb")
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +87,24 @@ def test_duckdb_reads_every_lake_table_as_the_warehouse_holds_it(duck, seeded_to
                 psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(c.name) for c in table.columns),
                 psycopg.sql.Identifier(name))).fetchall()
             assert Counter(latest) == Counter(source), name
+
+
+def _readme_duckdb_snippet() -> str:
+    blocks = re.findall(r"```sh\n(.*?)```", (PROJECT / "README.md").read_text(), flags=re.S)
+    (snippet,) = [b for b in blocks if "delta_scan" in b]
+    return snippet
+
+
+def test_the_readme_duckdb_query_runs_as_shown(duck, seeded_totesys, warehouse_url, lake_urls, tmp_path):
+    run_pipeline(resources(seeded_totesys, warehouse_url, *lake_urls), with_checks=False)
+    project = tmp_path / "project"  # a project folder as `make run` leaves it: .venv and .local/lake
+    (project / ".local" / "lake").mkdir(parents=True)
+    (project / ".local" / "lake" / "processed").symlink_to(Path(lake_urls[1].removeprefix("file://")))
+    (project / ".venv").symlink_to(PROJECT / ".venv")
+    out = subprocess.run(["bash", "-c", _readme_duckdb_snippet()], cwd=project, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    with psycopg.connect(warehouse_url) as conn:
+        currencies = conn.execute("SELECT count(DISTINCT currency_id) FROM fact_sales_order").fetchone()[0]
+    assert "currency_id" in out.stdout and "versions" in out.stdout
+    assert len(re.findall(r"^│\s+\d+\s+│", out.stdout, flags=re.M)) == currencies, out.stdout

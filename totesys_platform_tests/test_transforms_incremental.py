@@ -1,7 +1,6 @@
 """THE invariant of the processed zone, on generated totesys histories (hypothesis).
 
-Feeding the ingestion rows batch by batch (state carried between calls, through Parquet as the lake
-stores it) and reducing the deltas (facts: union of rows; dimensions: last row per key in delta
+Feeding the ingestion rows batch by batch (state carried between calls, through Parquet files) and reducing the deltas (facts: union of rows; dimensions: last row per key in delta
 order) gives exactly the tables of one call over all rows from empty state. The one-call tables are
 also checked against a plain-Python model of the same history.
 """

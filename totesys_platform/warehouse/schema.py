@@ -10,7 +10,7 @@ loaded through, with that commit's time (a `lake.delta.Position`); the caller wr
 as the merge. `lake.processed.runner.read_processed_changes` decides from it where the next load reads from.
 
 Transactions: `ensure_schema` and `reset_warehouse` run in their own transaction when the connection is
-idle (and commit it), or inside a savepoint of the caller's open transaction. `get_load_state` and
+idle (and commit it), or inside a savepoint of the caller's open transaction. `get_load_position` and
 `set_load_state` never commit.
 """
 

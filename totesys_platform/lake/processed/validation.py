@@ -56,8 +56,8 @@ FIX_SCHEMA = (
     "contract and the star schema together"
 )
 FIX_STATE = (
-    "The stored state was not written by this code: delete this table's processed state and delta batches and "
-    "rebuild it from all ingestion batches"
+    "The processed table's rows are not what this code writes: delete the processed table's folder (its Delta "
+    "table) and rerun, which rebuilds it from every archived version in the ingestion zone"
 )
 
 
