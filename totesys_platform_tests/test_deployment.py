@@ -827,6 +827,34 @@ def test_the_lake_buckets_are_versioned_encrypted_private_and_expire_old_version
     assert compute_logs and compute_logs[0]["filter"][0]["prefix"] == "${var.compute_logs_prefix}/"
 
 
+def test_the_bucket_policy_refuses_overwriting_exactly_the_delta_commit_files(terraform, tmp_path):
+    """Every commit file delta-rs writes falls under the Deny (unless put-if-absent); checkpoints, data files and
+    _last_checkpoint, which are overwritten or not conditional, do not."""
+    import fnmatch
+
+    import pyarrow as pa
+
+    from totesys_platform.lake.delta import LakeZone
+    from totesys_platform.lake.maintenance import maintain_table
+
+    (deny,) = [s for s in policy_statements(terraform)["lake_bucket"] if s.get("sid") == "DenyOverwritingDeltaCommits"]
+    assert deny["effect"] == "Deny" and deny["actions"] == ["s3:PutObject"]
+    assert deny["condition"] == [{"test": "Null", "variable": "s3:if-none-match", "values": ["true"]}]
+    (resource,) = deny["resources"]
+    pattern = resource.replace("${each.value.arn}/", "")
+
+    table = LakeZone((tmp_path / "lake").as_uri()).table("sales_order")
+    for i in range(3):
+        table.append(pa.table({"id": pa.array([i], pa.int32())}), read=table.snapshot(), stage="extract",
+                     state={"i": i}, rows=1)
+    maintain_table(table, retention_hours=0)
+    keys = [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "lake").rglob("*") if p.is_file()]
+    denied = {k for k in keys if fnmatch.fnmatchcase(k, pattern)}
+    commits = {k for k in keys if "/_delta_log/" in k and k.endswith(".json")}
+    assert commits and denied == commits, (pattern, sorted(keys))
+    assert any(k.endswith(".checkpoint.parquet") for k in keys) and any(k.endswith("_last_checkpoint") for k in keys)
+
+
 def test_alerts_logs_and_secrets_exist_and_secret_values_stay_out_of_state(terraform):
     resources = declared(terraform, "resource")
     assert "aws_sns_topic.alerts" in resources

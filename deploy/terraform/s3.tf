@@ -75,6 +75,26 @@ data "aws_iam_policy_document" "lake_bucket" {
       values   = ["false"]
     }
   }
+
+  # A committed Delta log entry is never overwritten: a PUT of a commit file must be put-if-absent
+  # (If-None-Match: *), as delta-rs's commits are. Checkpoints and _last_checkpoint are not .json files.
+  statement {
+    sid       = "DenyOverwritingDeltaCommits"
+    effect    = "Deny"
+    actions   = ["s3:PutObject"]
+    resources = ["${each.value.arn}/*/_delta_log/*.json"]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Null"
+      variable = "s3:if-none-match"
+      values   = ["true"]
+    }
+  }
 }
 
 resource "aws_s3_bucket_policy" "lake" {
