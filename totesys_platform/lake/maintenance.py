@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from totesys_platform.lake.delta import META_KEY, LakeTable, _record, progress_record
+from totesys_platform.lake.delta import APP_ID, META_KEY, LakeTable, _progress_record, _record, progress_record
 from totesys_platform.lake.store import LakeError
 
 DEFAULT_RETENTION_HOURS = 7 * 24
@@ -38,9 +38,9 @@ class MaintenanceReport:
 
 def maintain_table(table: LakeTable, *, retention_hours: float = DEFAULT_RETENTION_HOURS,
                    dry_run: bool = False) -> MaintenanceReport:
-    """Compact, checkpoint, clean up the log and vacuum one table (with `dry_run`, only count what vacuum would
-    delete and change nothing)."""
-    from deltalake import CommitProperties
+    """Compact, vacuum, checkpoint and clean up the log of one table (with `dry_run`, only count what vacuum
+    would delete and change nothing)."""
+    from deltalake import PostCommitHookProperties
 
     if retention_hours < 0:
         raise ValueError(f"retention_hours must not be negative, got {retention_hours}")
@@ -50,16 +50,21 @@ def maintain_table(table: LakeTable, *, retention_hours: float = DEFAULT_RETENTI
     delta = read.delta
     files_before = read.file_count()
     compacted = 0
+    # The checkpoint and the log clean-up happen once, at the end, when the newest commit is known to carry
+    # the progress record; delta-rs would otherwise do them after any commit here whose version is a multiple
+    # of the checkpoint interval.
+    hooks = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
     try:
         if not dry_run:
-            carried = {META_KEY: progress_record(table.name, uuid.uuid4().hex, STAGE, read.state, read.txn_version)
-                       } if read.txn_version else {}
-            metrics = delta.optimize.compact(commit_properties=CommitProperties(custom_metadata=carried))
+            metrics = delta.optimize.compact(commit_properties=_carrying(table, read.txn_version, read.state),
+                                          post_commithook_properties=hooks)
             compacted = int(metrics.get("numFilesRemoved", 0) or 0)
             delta = table.snapshot().delta
         # full: also the files no version ever referenced (a run that died before its commit wrote them).
         vacuumed = delta.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
-                                enforce_retention_duration=False, full=True)
+                                enforce_retention_duration=False, full=True,
+                                commit_properties=_carrying(table, read.txn_version, read.state),
+                                post_commithook_properties=hooks)
         if not dry_run:
             delta = _progress_in_newest_commit(table)
             # The checkpoint is the newest commit, which holds the progress record: the log clean-up removes
@@ -76,22 +81,33 @@ def maintain_table(table: LakeTable, *, retention_hours: float = DEFAULT_RETENTI
                              _log_files(table))
 
 
-def _progress_in_newest_commit(table: LakeTable):
-    """The table, its newest commit carrying the latest progress record: vacuum's own commits (and another
-    engine's) hold none, so an empty commit carrying it is added after them when needed."""
+def _carrying(table: LakeTable, txn: int, state: dict):
+    """Commit properties that carry transaction `txn`'s progress record forward (none for a table without one)."""
     from deltalake import CommitProperties
 
-    read = table.snapshot()
-    delta = read.delta
-    if not read.txn_version:
+    if not txn:
+        return None
+    return CommitProperties(custom_metadata={META_KEY: progress_record(table.name, uuid.uuid4().hex, STAGE, state,
+                                                                        txn)})
+
+
+def _progress_in_newest_commit(table: LakeTable):
+    """The table, its newest commit carrying the latest progress record. Maintenance commits carry the record
+    read at the start; if a writer committed a newer one meanwhile, or another engine committed since, an empty
+    commit carrying the latest record is added."""
+    delta = table.snapshot().delta
+    txn = delta.transaction_version(APP_ID) or 0
+    if not txn:
         return delta
-    newest = next(iter(delta.history(1)), {})
-    record = _record(newest)
-    if record is not None and record.get("txn") == read.txn_version:
+    record = _record(next(iter(delta.history(1)), {}))
+    if record is not None and record.get("txn") == txn:
         return delta
-    carried = progress_record(table.name, uuid.uuid4().hex, STAGE, read.state, read.txn_version)
+    latest = _progress_record(delta, txn)
+    if latest is None:
+        raise LakeError(f"{table.name}: the progress record of transaction {txn} is not in the retained log of "
+                        f"{table.uri}; restore the table's _delta_log from a backup")
     delta.create_write_transaction([], mode="append", schema=delta.schema(),
-                                   commit_properties=CommitProperties(custom_metadata={META_KEY: carried}))
+                                   commit_properties=_carrying(table, txn, latest.get("state") or {}))
     return table.snapshot().delta
 
 
