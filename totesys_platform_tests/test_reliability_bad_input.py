@@ -169,11 +169,23 @@ def test_a_source_that_drifted_from_the_contract_stops_its_table_and_the_others_
 
 
 def test_a_column_added_to_the_source_is_archived_and_stops_nothing(stack):
+    from totesys_platform.automation.checks import SCHEMA_CHECKS
+
+    instance = dg.DagsterInstance.ephemeral()  # one instance: the schema check compares with the run before
+    dg.materialize([*ASSETS, *SCHEMA_CHECKS], resources=stack.resources(), instance=instance)
     order = new_sales_order(stack.totesys_url)
     execute(stack.totesys_url, "ALTER TABLE sales_order ADD COLUMN discount numeric(10,2)",
             f"UPDATE sales_order SET discount = 1.25 WHERE sales_order_id = {order}")
-    result = run_in_process(stack)
+    result = dg.materialize([*ASSETS, *SCHEMA_CHECKS], resources=stack.resources(), instance=instance)
     assert result.success
+    # Reported, not refused: the asset's metadata names the column, its schema check warns.
+    (archived_batch,) = [m for m in result.asset_materializations_for_node("extract_totesys")
+                         if m.asset_key.path[-1] == "sales_order"]
+    assert archived_batch.metadata["columns_outside_contract"].value == "discount (numeric(10,2))"
+    warned = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()
+              if e.asset_key.path[:2] == ["lake", "ingestion"] and not e.passed}
+    assert set(warned) == {"sales_order"} and warned["sales_order"].severity == dg.AssetCheckSeverity.WARN
+    assert "discount" in str(warned["sales_order"].metadata) + str(warned["sales_order"].description)
     archived = stack.ingestion().table("sales_order").read(columns=["sales_order_id", "discount"])
     assert archived.filter(pa.compute.equal(archived["sales_order_id"], order))["discount"].to_pylist() == [
         Decimal("1.25")]
