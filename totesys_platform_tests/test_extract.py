@@ -316,20 +316,69 @@ def test_late_commit_with_an_earlier_last_updated_is_archived_exactly_once(sourc
         [(late_id, T0), (early_id, T0 + timedelta(seconds=40))])
 
 
-def test_a_commit_later_than_the_lookback_is_missed_as_documented(source_url, local_lake):
-    """The look-back bounds how late a commit may be; beyond it the version is not archived."""
-    late = psycopg.connect(source_url)
+def test_a_transaction_open_across_runs_far_longer_than_the_lookback_is_archived_exactly_once(
+    source_url, local_lake
+):
+    """No time window bounds the guarantee: a transaction open while several runs move the watermark hours past
+    its last_updated (look-back: one second) has its versions archived once, by the first run after its commit."""
+    with psycopg.connect(source_url) as conn:
+        ids = seed_reference(conn)
+    _run(source_url, local_lake, ["currency", "design"], batch_ts=BATCH)
+    long_running = psycopg.connect(source_url)  # a batch job, or a stuck session
     try:
-        _insert(late, "currency", {"currency_code": "EUR", "created_at": T0, "last_updated": T0})
-        with psycopg.connect(source_url) as other:
-            _insert(other, "currency", {"currency_code": "GBP", "created_at": T0, "last_updated": T0 + timedelta(minutes=20)})
-        _run(source_url, local_lake, ["currency"], batch_ts=BATCH)
-        late.commit()
+        late_id = _insert(long_running, "currency", {"currency_code": "EUR", "created_at": T0, "last_updated": T0})
+        long_running.execute("UPDATE design SET design_name = 'Renamed late', last_updated = %s WHERE design_id = %s",
+                             (T0 + timedelta(minutes=30), ids["design"][0]))
+        with long_running.transaction():  # a savepoint: a subtransaction, which the snapshot's list leaves out
+            sub_id = _insert(long_running, "currency", {"currency_code": "JPY", "created_at": T0,
+                                                        "last_updated": T0 + timedelta(minutes=5)})
+        for hour in range(1, 4):  # other writers and runs go on meanwhile
+            with psycopg.connect(source_url) as other:
+                _insert(other, "currency", {"currency_code": f"X{hour}", "created_at": T0,
+                                            "last_updated": T0 + timedelta(hours=hour)})
+            result = _run(source_url, local_lake, ["currency", "design"], lookback=timedelta(seconds=1),
+                          batch_ts=BATCH + timedelta(hours=hour))
+            assert result["currency"].rows == 1 and result["design"].rows == 0
+        long_running.commit()
     finally:
-        late.close()
-    result = _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1))["currency"]
-    assert result.rows == 0
-    assert [lu for _, lu in archived_versions(local_lake, "currency")] == [T0 + timedelta(minutes=20)]
+        long_running.close()
+    logged: list[str] = []
+    result = _run(source_url, local_lake, ["currency", "design"], lookback=timedelta(seconds=1),
+                  batch_ts=BATCH + timedelta(hours=4), log=logged.append)
+    assert (result["currency"].rows, result["design"].rows) == (2, 1)
+    assert any("committed late" in line for line in logged)
+    again = _run(source_url, local_lake, ["currency", "design"], lookback=timedelta(seconds=1),
+                 batch_ts=BATCH + timedelta(hours=5))
+    assert again["currency"].rows == 0 and again["design"].rows == 0
+    archived_currency = archived_versions(local_lake, "currency")
+    assert archived_currency.count((late_id, T0)) == 1 and len(archived_currency) == len(set(archived_currency))
+    assert (sub_id, T0 + timedelta(minutes=5)) in archived_currency
+    designs = archived(local_lake, "design").to_pylist()
+    assert [d["design_name"] for d in designs if d["design_id"] == ids["design"][0]] == ["Wooden", "Renamed late"]
+
+
+def test_rows_rewritten_behind_the_window_are_not_archived_again_and_in_place_changes_are_reported(
+    source_url, local_lake
+):
+    """A row rewritten without a change is skipped; one changed without moving last_updated is reported (the
+    hourly source check names it too), and nothing fails."""
+    with psycopg.connect(source_url) as conn:
+        first = seed_reference(conn)["design"][0]
+        second = _insert(conn, "design", {"design_name": "Steel", "file_location": "/opt", "file_name": "s.json",
+                                          "created_at": T0, "last_updated": T0})
+        # The table's watermark is hours past the two rows: they are far behind the look-back window.
+        _insert(conn, "design", {"design_name": "Later", "file_location": "/srv", "file_name": "l.json",
+                                 "created_at": T0, "last_updated": T0 + timedelta(hours=2)})
+    _run(source_url, local_lake, ["design"], lookback=timedelta(seconds=1), batch_ts=BATCH)
+    with psycopg.connect(source_url) as conn:
+        conn.execute("UPDATE design SET design_name = design_name WHERE design_id = %s", (first,))
+        conn.execute("UPDATE design SET file_location = '/changed' WHERE design_id = %s", (second,))
+    logged: list[str] = []
+    result = _run(source_url, local_lake, ["design"], lookback=timedelta(seconds=1),
+                  batch_ts=BATCH + timedelta(hours=1), log=logged.append)
+    assert result["design"].rows == 0 and len(archived(local_lake, "design")) == 3
+    (warning,) = [line for line in logged if line.startswith("WARNING design")]
+    assert f"{second} at" in warning and "changed in place" in warning and f"{first} at" not in warning
 
 
 def test_lengthening_the_lookback_never_archives_a_version_twice(source_url, local_lake):

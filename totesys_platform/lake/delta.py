@@ -279,13 +279,15 @@ class LakeTable:
                 return info
         return None
 
-    def read(self, snapshot: Snapshot | None = None, columns: list[str] | None = None) -> pa.Table | None:
-        """Every row of the table at `snapshot` (default: now); None if the table does not exist."""
+    def read(self, snapshot: Snapshot | None = None, columns: list[str] | None = None,
+             filters: list[tuple] | None = None) -> pa.Table | None:
+        """Every row of the table at `snapshot` (default: now); None if the table does not exist. `filters`
+        (delta-rs's `[(column, op, value)]`) skip the files whose statistics rule them out."""
         delta = snapshot.delta if snapshot is not None else self._open()
         if delta is None:
             return None
         try:
-            return _plain_types(pa.table(delta.to_pyarrow_table(columns=columns)))
+            return _plain_types(pa.table(delta.to_pyarrow_table(columns=columns, filters=filters)))
         except Exception as err:  # noqa: BLE001
             raise _delta_error("read", self, err) from None
 

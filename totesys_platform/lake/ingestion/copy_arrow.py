@@ -21,10 +21,15 @@ from totesys_platform.source import contract
 CSV_BLOCK_BYTES = 1024 * 1024
 
 
-def copy_query(table: contract.SourceTable, filtered: bool) -> sql.Composed:
-    """COPY of `table`'s columns, in last_updated order; with `filtered`, from the bound `last_updated >= %s`."""
+def copy_query(table: contract.SourceTable, filtered: bool, or_also: sql.Composable | None = None) -> sql.Composed:
+    """COPY of `table`'s columns, in last_updated order; with `filtered`, from the bound `last_updated >= %s`,
+    and the rows `or_also` selects (its parameters follow)."""
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names)
-    where = sql.SQL(" WHERE {} >= %s").format(sql.Identifier("last_updated")) if filtered else sql.SQL("")
+    where = sql.SQL("")
+    if filtered:
+        where = sql.SQL(" WHERE {} >= %s").format(sql.Identifier("last_updated"))
+        if or_also is not None:
+            where = sql.SQL("{} OR {}").format(where, or_also)
     return sql.SQL("COPY (SELECT {columns} FROM {table}{where} ORDER BY {lu}, {pk}) TO STDOUT (FORMAT csv)").format(
         columns=columns,
         table=sql.Identifier(SOURCE_SCHEMA, table.name),

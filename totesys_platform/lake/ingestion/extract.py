@@ -28,10 +28,12 @@ from typing import Callable, Iterator, Sequence
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg import sql
 
 from totesys_platform.lake.delta import APPEND_ONLY, Commit, LakeZone, Snapshot
 from totesys_platform.lake.ingestion.copy_arrow import copy_query, csv_batches, rebatch
+from totesys_platform.lake.ingestion.late import SourceSnapshot, classify_late, report_late
 from totesys_platform.lake.ingestion.source_schema import (
     SOURCE_SCHEMA, LiveTable, SourceError, contract_tables, schema_error, schema_problems, validate_source_schema,
 )
@@ -166,15 +168,39 @@ def _extract_table(
     schema = archive_schema(table)
     preview = table.arrow_schema.empty_table()
     spool: Spool | None = None
-    query = copy_query(table, read_from is not None)
-    params = (from_ms(read_from),) if read_from is not None else None
+    # Also the rows of transactions the last batch's snapshot could not see, however old their last_updated.
+    last_seen = SourceSnapshot.parse(previous.state.get("snapshot")) if read_from is not None else None
+    unseen, unseen_params = last_seen.unseen_rows() if last_seen is not None else (None, ())
+    query = copy_query(table, read_from is not None, unseen)
+    params = (from_ms(read_from), *unseen_params) if read_from is not None else None
+    late: list[pa.RecordBatch] = []
+
+    def in_window(batches):
+        for b in batches:
+            if last_seen is not None:
+                behind = pc.less(b.column("last_updated").cast(pa.int64()), read_from)
+                if pc.any(behind).as_py():
+                    late.append(b.filter(behind))
+                    b = b.filter(pc.invert(behind))
+            yield dedup.filter(b)
+
+    def archive(batch: pa.RecordBatch) -> None:
+        nonlocal spool, preview
+        if spool is None:
+            preview = pa.Table.from_batches([batch.slice(0, PREVIEW_ROWS)])
+            spool = Spool(schema)
+        spool.write(_with_batch_columns(batch, schema, number, batch_ts))
+
+    late_rows = None
     try:
         with conn.cursor() as cur, cur.copy(query, params) as copy:
-            for batch in rebatch((dedup.filter(b) for b in csv_batches(copy, table)), batch_rows, table.arrow_schema):
-                if spool is None:
-                    preview = pa.Table.from_batches([batch.slice(0, PREVIEW_ROWS)])
-                    spool = Spool(schema)
-                spool.write(_with_batch_columns(batch, schema, number, batch_ts))
+            for batch in rebatch(in_window(csv_batches(copy, table)), batch_rows, table.arrow_schema):
+                archive(batch)
+        if late:
+            late_rows = classify_late(pa.Table.from_batches(late, table.arrow_schema), previous.table, previous,
+                                      table)
+            for batch in late_rows.new.to_batches(batch_rows):
+                archive(batch)
     except BaseException as err:
         if spool is not None:
             spool.discard()
@@ -189,6 +215,8 @@ def _extract_table(
         if spool is not None:
             spool.discard()
         raise version_order_error(table, dedup)
+    if late_rows is not None:
+        report_late(table, late_rows, say)
     vanished = dedup.vanished()
     if vanished:
         say(

@@ -1,0 +1,120 @@
+"""Versions committed late: by transactions that were still open when the table's last batch was read.
+
+Plain Python, no Dagster. The look-back window catches a version whose transaction commits within the window
+after setting its `last_updated`; a transaction open longer (a batch job, a stuck session) would commit
+versions behind it. PostgreSQL knows which transactions a snapshot could not see: all are at or after its
+`xmin` (the oldest one in progress when it was taken). Each row carries the id of the transaction that wrote
+it (`xmin`, readable with plain SELECT rights). So each run also reads the rows written by a transaction not
+older than the `xmin` of the snapshot of the table's last batch, whatever their `last_updated`: every version
+committed since, however long its transaction stayed open. (Those within the look-back window are read anyway;
+the rest are the *late* rows.)
+
+A late row is archived unless the archive already holds its version: the same content (a row rewritten
+without change) is skipped, other content (changed without moving `last_updated`) or a version behind the
+id's latest archived one (moved backwards) is skipped and reported, as the hourly `source_matches_lake`
+check does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from psycopg import sql
+
+from totesys_platform.lake.delta import LakeTable, Snapshot
+from totesys_platform.lake.ingestion.versions import ANOMALY_SAMPLE, _fingerprints, from_ms, iso, to_ms
+from totesys_platform.source import contract
+
+XID_MODULUS = 2**32  # a row's xmin is a 32-bit xid; a snapshot lists 64-bit ones (epoch and xid)
+
+
+@dataclass(frozen=True)
+class SourceSnapshot:
+    """The oldest transaction a `pg_current_snapshot()` ("xmin:xmax:xip,...") could not see: its xmin."""
+
+    xmin: int
+
+    @classmethod
+    def parse(cls, text: str | None) -> "SourceSnapshot | None":
+        """None for a state recorded without a snapshot (or an unreadable one): late rows are not looked for."""
+        try:
+            xmin, _, _ = str(text).split(":")
+            return cls(int(xmin))
+        except (TypeError, ValueError):
+            return None
+
+    def unseen_rows(self) -> tuple[sql.Composable, tuple]:
+        """A WHERE condition true for every row written by a transaction this snapshot could not see (and a few
+        it could: those in progress at the snapshot are all >= its xmin, their subtransactions too, which the
+        snapshot's list leaves out), and its parameters. age() counts xids back from the reading transaction,
+        so xid wraparound cannot mislead the comparison."""
+        return sql.SQL("age(xmin) <= age(%s::text::xid)"), (str(self.xmin % XID_MODULUS),)
+
+
+@dataclass
+class LateRows:
+    """The late rows of one run, split by what the archive holds."""
+
+    new: pa.Table  # versions the archive does not hold: archived by this run
+    rewritten: int = 0  # versions the archive holds with the same content
+    changed_in_place: list[tuple[int, int]] = field(default_factory=list)  # (id, last_updated ms)
+    moved_back: list[tuple[int, int, int]] = field(default_factory=list)  # (id, last_updated, later archived)
+
+
+def classify_late(late: pa.Table, archive: LakeTable, snapshot: Snapshot, table: contract.SourceTable) -> LateRows:
+    """Split `late` (rows read below the look-back window) by what the archive at `snapshot` holds for their ids."""
+    if late.num_rows == 0 or not snapshot.exists:
+        return LateRows(late)
+    pk, columns = table.primary_key, list(contract.SOURCE_TABLES[table.name].column_names)
+    ids = pc.unique(late[pk])
+    archived = archive.read(snapshot, columns=columns, filters=[(pk, "in", ids.to_pylist())])
+    archived = archived.filter(pc.is_in(archived[pk], value_set=ids))
+    known: dict[tuple[int, int], str] = {}
+    latest: dict[int, int] = {}
+    if archived.num_rows:
+        batch = archived.combine_chunks().to_batches()[0]
+        # (Delta keeps timestamps in microseconds: compare as milliseconds, as the state does.)
+        keys = list(zip(batch.column(pk).to_pylist(), (to_ms(t) for t in batch.column("last_updated").to_pylist())))
+        known = dict(zip(keys, _fingerprints(batch, range(batch.num_rows))))
+        for key, ms in keys:
+            latest[key] = max(ms, latest.get(key, ms))
+    result = LateRows(late.schema.empty_table())
+    if not known:
+        result.new = late
+        return result
+    contract_rows = late.select(columns).combine_chunks().to_batches()[0]
+    fingerprints = _fingerprints(contract_rows, range(late.num_rows))
+    keep = []
+    for i, (key, ms) in enumerate(zip(late[pk].to_pylist(), (to_ms(t) for t in late["last_updated"].to_pylist()))):
+        if (key, ms) in known:
+            if known[(key, ms)] == fingerprints[i]:
+                result.rewritten += 1
+            else:
+                result.changed_in_place.append((key, ms))
+            keep.append(False)
+        elif key in latest and ms < latest[key]:
+            result.moved_back.append((key, ms, latest[key]))
+            keep.append(False)
+        else:
+            keep.append(True)
+    result.new = late.filter(pa.array(keep, pa.bool_()))
+    return result
+
+
+def report_late(table: contract.SourceTable, late: LateRows, say: Callable[[str], None]) -> None:
+    pk = table.primary_key
+    if late.new.num_rows:
+        say(f"{table.name}: {late.new.num_rows} version(s) committed late (behind the look-back window, by "
+            "transactions open at the last batch's snapshot) are archived now")
+    if late.changed_in_place or late.moved_back:
+        sample = [f"{key} at {iso(from_ms(ms))} (changed in place)" for key, ms in late.changed_in_place] + [
+            f"{key} at {iso(from_ms(ms))} (behind its archived {iso(from_ms(later))})" for key, ms, later in late.moved_back]
+        say(f"WARNING {table.name}: {len(sample)} row(s) rewritten behind the look-back window without moving "
+            f"last_updated forward were not archived, e.g. {pk} " + ", ".join(sample[:ANOMALY_SAMPLE])
+            + "; the hourly source_matches_lake check reports every such row")
+
+
+__all__ = ["LateRows", "SourceSnapshot", "classify_late", "report_late"]
