@@ -259,3 +259,85 @@ def test_checkov_passes_on_the_terraform_with_every_skip_justified(tmp_path):
     for line in tf_text().splitlines():
         if "checkov:skip" in line:
             assert re.fullmatch(r"\s*#checkov:skip=CKV2?_AWS_\d+:.{30,}", line), line
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The GitHub Actions workflows and docs/deployment.md
+
+WORKFLOWS = REPO / ".github" / "workflows"
+DOCS = REPO / "docs" / "deployment.md"
+
+
+def workflow(name: str) -> dict:
+    document = yaml.safe_load((WORKFLOWS / name).read_text())
+    document["on"] = document.pop(True, document.get("on"))  # YAML 1.1 reads the key `on` as true
+    return document
+
+
+def test_pull_requests_run_the_test_suite_as_ci_does():
+    ci = workflow("ci.yaml")
+    assert "pull_request" in ci["on"] and "workflow_call" in ci["on"]
+    steps = ci["jobs"]["test"]["steps"]
+    assert any(step.get("run") == "bash .ci/run" for step in steps)
+    assert "3.11" in {step.get("with", {}).get("python-version") for step in steps}
+
+
+def test_main_builds_pushes_plans_and_applies_only_after_approval():
+    deploy = workflow("deploy.yaml")
+    assert deploy["on"]["push"]["branches"] == ["main"]
+    jobs = deploy["jobs"]
+    assert jobs["test"]["uses"] == "./.github/workflows/ci.yaml"
+    assert (jobs["image"]["needs"], jobs["plan"]["needs"], jobs["apply"]["needs"]) == ("test", "image", "plan")
+    assert jobs["apply"]["environment"] == "production"
+    assert "environment" not in jobs["plan"]  # the plan runs unattended; only the apply waits for a reviewer
+    apply_runs = " ".join(step.get("run", "") for step in jobs["apply"]["steps"])
+    assert "terraform apply -input=false -lock-timeout=5m tfplan" in apply_runs  # exactly the reviewed plan
+    plan_runs = " ".join(step.get("run", "") for step in jobs["plan"]["steps"])
+    assert '-var "image_tag=$IMAGE_TAG"' in plan_runs and deploy["env"]["IMAGE_TAG"] == "${{ github.sha }}"
+    assert not deploy["concurrency"]["cancel-in-progress"]
+
+
+def test_workflows_pin_every_action_and_take_credentials_from_secrets_only():
+    docs = DOCS.read_text()
+    for path in WORKFLOWS.glob("*.yaml"):
+        text = path.read_text()
+        for action in re.findall(r"uses:\s*([\w./-]+@[\w.-]+)", text):
+            assert re.search(r"@v\d+\.\d+\.\d+$", action), f"{path.name}: pin {action} to an exact release"
+        assert not re.search(r"AKIA[0-9A-Z]{16}|aws-secret-access-key", text), path.name
+        for secret in set(re.findall(r"secrets\.([A-Z_]+)", text)):
+            assert f"`{secret}`" in docs, f"docs/deployment.md does not tell how to set the secret {secret}"
+
+
+
+def ecs_docs() -> str:
+    text = DOCS.read_text()
+    start = text.index("## Deploying on ECS Fargate")
+    return text[start:text.index("\n## ", start + 3)]
+
+
+def test_the_docs_ecs_section_names_what_an_operator_sets(terraform):
+    section = ecs_docs()
+    for name in ("ecs_enabled", "vpc_id", "private_subnet_ids", "webserver_allowed_cidrs", "image_tag",
+                 "webserver_certificate_arn", "dagster_pg_host", "pipeline_environment", "service_sizes",
+                 "run_default_size", "dagster_db_credential_version", "rds_deletion_protection"):
+        assert f"`{name}" in section, f"the ECS section never mentions {name}"
+        assert name in declared(terraform, "variable")
+    for secret in tf_locals(terraform)["pipeline_task_secrets"]:
+        assert f"`{secret}`" in section, f"the ECS section does not say what to put in {secret}"
+    for target in re.findall(r"-target=(\S+)", section):
+        assert target in declared(terraform, "resource")
+    for output in re.findall(r"terraform output -raw (\w+)", section):
+        assert output in declared(terraform, "output")
+    assert "**Which path.**" in DOCS.read_text()
+
+
+def test_the_docs_size_table_is_the_one_the_jobs_use():
+    rows = re.findall(r"^\|[^|]*\|\s*`(\w+)`\s*\|\s*([\d.]+) vCPU, (\d+) GiB\s*\|$", ecs_docs(), re.M)
+    documented = {(job, int(float(cpu) * 1024), int(gib) * 1024) for job, cpu, gib in rows}
+    import totesys_platform.definitions as definitions
+
+    for job in ("totesys_etl", "validate_and_report", "lake_maintenance", "rebuild_warehouse"):
+        tags = definitions.defs.resolve_job_def(job).run_tags
+        assert (job, int(tags["ecs/cpu"]), int(tags["ecs/memory"])) in documented, job
+    initial = RUN_SIZES["initial_load"]
+    assert ("totesys_etl", *initial) in documented
