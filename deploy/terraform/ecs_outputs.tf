@@ -10,8 +10,7 @@ output "ecs_cluster_name" {
 
 output "dagster_ui_url" {
   description = "The Dagster UI on the internal load balancer (reachable from webserver_allowed_cidrs only); set DAGSTER_UI_URL in pipeline_environment to it or to your DNS name for it."
-  value = var.ecs_enabled ? format("%s://%s", var.webserver_certificate_arn == "" ? "http" : "https",
-  one(aws_lb.webserver[*].dns_name)) : null
+  value       = var.ecs_enabled ? "${var.webserver_certificate_arn == "" ? "http" : "https"}://${one(aws_lb.webserver[*].dns_name)}" : null
 }
 
 output "run_task_definition_family" {
