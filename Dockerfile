@@ -1,5 +1,5 @@
 # totesys-platform: one image for the Dagster gRPC code server, the webserver and the daemon
-# (deploy/compose.yaml picks the command). Build from the repository root:
+# (deploy/compose.yaml or the ECS task definitions of deploy/terraform pick the command). Build from the repository root:
 #
 #   docker build -t totesys-platform:latest .
 #
@@ -38,13 +38,16 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 dagster \
     && useradd --system --uid 10001 --gid dagster --home-dir /opt/dagster --no-create-home \
         --shell /usr/sbin/nologin dagster \
-    && mkdir -p /opt/dagster/app /opt/dagster/dagster_home/storage \
+    && mkdir -p /opt/dagster/app /opt/dagster/dagster_home/storage /opt/dagster/ecs_home/storage \
     && chown -R dagster:dagster /opt/dagster
 
 COPY --from=build /opt/venv /opt/venv
 # Instance and workspace settings: root-owned and read-only for the service user.
 COPY deploy/dagster.prod.yaml /opt/dagster/dagster_home/dagster.yaml
 COPY deploy/workspace.prod.yaml /opt/dagster/app/workspace.yaml
+# The same for ECS Fargate (deploy/terraform/ecs.tf sets DAGSTER_HOME=/opt/dagster/ecs_home).
+COPY deploy/dagster.ecs.yaml /opt/dagster/ecs_home/dagster.yaml
+COPY deploy/workspace.ecs.yaml /opt/dagster/app/workspace.ecs.yaml
 
 USER dagster:dagster
 WORKDIR /opt/dagster/app

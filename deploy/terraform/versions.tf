@@ -1,5 +1,6 @@
 terraform {
-  required_version = ">= 1.6.0, < 2.0.0"
+  # 1.11: write-only arguments (rds.tf passes the database password without storing it in state).
+  required_version = ">= 1.11.0, < 2.0.0"
 
   required_providers {
     aws = {

@@ -12,6 +12,7 @@ from totesys_platform.automation.checks import (
     FACT_HISTORY_CHECKS, RECONCILIATION_CHECKS, REFERENTIAL_CHECKS, SCHEMA_CHECKS,
 )
 from totesys_platform.automation.observability import configure_run_logging
+from totesys_platform.automation.run_sizes import ecs_tags
 from totesys_platform.automation.source_checks import SOURCE_CHECKS
 from totesys_platform.lake.ingestion.assets import ingestion_key
 from totesys_platform.lake.processed.assets import processed_key
@@ -59,6 +60,8 @@ totesys_etl = dg.define_asset_job(
     ),
     executor_def=dg.in_process_executor,
     config=RUN_LOGGING.run_config or None,
+    # Task size on ECS (ignored by the local run launcher); the sensor's first run asks for more.
+    tags=ecs_tags("tick"),
 )
 
 # The tick's references_resolve checks examine only the rows loaded since they last passed; the hourly job
@@ -76,6 +79,7 @@ validate_and_report = dg.define_asset_job(
     ),
     executor_def=dg.in_process_executor,
     config={**FULL_REFERENCE_SCAN, **RUN_LOGGING.run_config},
+    tags=ecs_tags("whole_history"),
 )
 
 etl_schedule = dg.ScheduleDefinition(
@@ -127,7 +131,9 @@ def totesys_new_data_sensor(context: dg.SensorEvaluationContext, totesys: Totesy
         run_requests=[dg.RunRequest(
             run_key=f"totesys-change-{run_key}",
             asset_selection=downstream_of(changed),
-            tags={"totesys/changed_tables": ",".join(changed)},
+            # No cursor yet: every row of every table is new, the initial load; it gets a bigger task on ECS.
+            tags={"totesys/changed_tables": ",".join(changed),
+                  **(ecs_tags("initial_load") if context.cursor is None else {})},
         )],
         cursor=encode_cursor(counters),
         asset_events=[
@@ -146,6 +152,7 @@ def rebuild_warehouse_op(context: dg.OpExecutionContext, lake: LakeResource, war
     name="rebuild_warehouse",
     description="Rebuild a fresh warehouse from the lake alone (after a restore, a schema change or for audit).",
     executor_def=dg.in_process_executor,
+    tags=ecs_tags("rebuild"),
 )
 def rebuild_warehouse_job():
     rebuild_warehouse_op()

@@ -4,6 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from totesys_platform.automation.jobs import automation_enabled
+from totesys_platform.automation.run_sizes import ecs_tags
 from totesys_platform.lake.ingestion.assets import ingestion_key
 from totesys_platform.lake.maintenance import DEFAULT_RETENTION_HOURS, maintain_table
 from totesys_platform.lake.processed.assets import processed_key
@@ -46,6 +47,7 @@ def maintain_lake(context: dg.OpExecutionContext, config: MaintenanceConfig, lak
     name="lake_maintenance",
     description="Keeps the lake's Delta tables fast and small: compaction, checkpoints, log clean-up, vacuum.",
     executor_def=dg.in_process_executor,
+    tags=ecs_tags("whole_history"),
 )
 def lake_maintenance_job():
     maintain_lake()
