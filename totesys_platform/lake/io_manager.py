@@ -1,8 +1,10 @@
 """Dagster IO manager for the lake's two zones (folder or S3): thin wiring over `lake.writes.commit_write`.
 
 The ingestion and processed assets return a `TableWrite` per table; this IO manager is the only writer of
-the zones: it commits the batch and the stage's progress in one Delta commit and adds the table's version,
-rows, files and schema to the materialization. Inputs are read back as the table's current rows.
+the assets' tables: it commits the batch and the stage's progress in one Delta commit and adds the table's
+version, rows, files and schema to the materialization. Inputs are read back as the table's current rows.
+(Besides it, only operators' tools commit to the zones: `lake quarantine` to `_quarantine`, `lake convert`,
+and the maintenance job, whose commits rewrite files and carry the progress forward unchanged.)
 """
 
 from __future__ import annotations
