@@ -46,12 +46,14 @@ def _ids(conn: psycopg.Connection, table: str) -> list[int]:
     return ids
 
 
-def apply_tick(url: str, *, orders: int = 100, payments_paid: int = 50, seed: int = 7) -> Tick:
-    """Write one tick in one transaction; its timestamp is later than every last_updated already there."""
+def apply_tick(url: str, *, orders: int = 100, payments_paid: int = 50, seed: int = 7,
+               at: datetime | None = None) -> Tick:
+    """Write one tick in one transaction, at `at` (default: now); its timestamp is later than every last_updated
+    already there."""
     rng = random.Random(seed)
     with psycopg.connect(url) as conn:
         latest = conn.execute("SELECT max(last_updated) FROM payment").fetchone()[0]
-        now = utc_now()
+        now = at or utc_now()
         if latest is not None and now <= latest:
             now = latest + timedelta(milliseconds=1)
         refs = {t: _ids(conn, t) for t in ("staff", "counterparty", "currency", "address", "design")}
