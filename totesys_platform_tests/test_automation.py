@@ -77,6 +77,34 @@ def test_sensor_requests_a_run_for_a_change_and_skips_when_nothing_changed(totes
     assert request.tags["totesys/changed_tables"] == "currency"
 
 
+def test_a_sensor_launched_run_evaluates_only_the_ticks_checks(totesys_url):
+    """The run the sensor asks for, subset the way Dagster's daemon launches it, evaluates the references_resolve
+    check of the facts it loads and none of the hourly whole-history or schema checks."""
+    from totesys_platform.definitions import defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    first, _ = _tick(instance, totesys_url, None)  # the first run: every table, every fact
+    (request,) = first.run_requests
+    job = defs.resolve_job_def("totesys_etl")
+    subset = job.get_subset(asset_selection=set(request.asset_selection), asset_check_selection=(
+        None if request.asset_check_keys is None else set(request.asset_check_keys)))  # None: every check on them
+    evaluated = {(key.asset_key.path[-1], key.name) for key in subset.asset_layer.asset_graph.asset_check_keys}
+    assert evaluated == {(fact, "references_resolve") for fact in ("fact_sales_order", "fact_purchase_order",
+                                                                    "fact_payment")}
+    _insert_currency(totesys_url)  # a dimension only: no fact loads, no check runs
+    deadline = time.monotonic() + 15
+    while True:
+        result, _ = _tick(instance, totesys_url, first.cursor)
+        if isinstance(result, dg.SensorResult) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    (request,) = result.run_requests
+    assert request.asset_check_keys == []
+    subset = job.get_subset(asset_selection=set(request.asset_selection),
+                            asset_check_selection=set(request.asset_check_keys))
+    assert not subset.asset_layer.asset_graph.asset_check_keys
+
+
 def test_definitions_load_with_the_graph_source_to_warehouse():
     from totesys_platform.definitions import defs
 

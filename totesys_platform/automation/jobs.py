@@ -99,6 +99,13 @@ validation_schedule = dg.ScheduleDefinition(
 )
 
 
+def tick_checks(assets: list[dg.AssetKey]) -> list[dg.AssetCheckKey]:
+    """The checks a tick evaluates: the blocking references_resolve of the facts it loads. Without this list a
+    run of a subset of assets evaluates every check on them, the hourly whole-history ones included."""
+    selected = set(assets)
+    return [key for check in REFERENTIAL_CHECKS for key in check.check_keys if key.asset_key in selected]
+
+
 def downstream_of(tables: list[str]) -> list[dg.AssetKey]:
     """Every ingestion, processed and warehouse asset that a change in these source tables can affect."""
     keys = [ingestion_key(t) for t in tables]
@@ -131,6 +138,7 @@ def totesys_new_data_sensor(context: dg.SensorEvaluationContext, totesys: Totesy
         run_requests=[dg.RunRequest(
             run_key=f"totesys-change-{run_key}",
             asset_selection=downstream_of(changed),
+            asset_check_keys=tick_checks(downstream_of(changed)),
             # No cursor yet: every row of every table is new, the initial load; it gets a bigger task on ECS.
             tags={"totesys/changed_tables": ",".join(changed),
                   **(ecs_tags("initial_load") if context.cursor is None else {})},
