@@ -4,7 +4,7 @@
     totesys-platform seed [--scale 1] [--seed 42] [--end YYYY-MM-DD]
     totesys-platform simulate [--orders-per-minute 2] [--duration SECONDS] ...
     totesys-platform run [--port 3000] [--no-simulator] [--seed-scale 1]
-    totesys-platform lake quarantine --table T --id N --last-updated TS --reason TEXT
+    totesys-platform lake quarantine --table T --id N --last-updated TS (--reason TEXT | --undo)
     totesys-platform lake convert
 
 Exit codes: 0 done, 1 failed (one or two lines say what went wrong and what to do), 2 bad usage,
@@ -152,7 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--id", required=True, type=int, help="the row's primary key")
     quarantine.add_argument("--last-updated", required=True, type=_timestamp, metavar="TS",
                             help="the bad version's last_updated, e.g. '2024-11-04 09:30:15.123'")
-    quarantine.add_argument("--reason", required=True, help="why (kept with the record)")
+    quarantine.add_argument("--reason", help="why (kept with the record; required unless --undo)")
+    quarantine.add_argument("--undo", action="store_true",
+                            help="remove the quarantine of this version (the processed tables that read the table "
+                                 "take it in again once rebuilt: see docs/operations.md)")
     lake_commands.add_parser(
         "convert", help="convert a lake written before Delta Lake (manifest logs) once, without re-extracting",
         description="Convert the ingestion zone named by LAKE_INGESTION_URL from the earlier layout (Parquet batches "
@@ -187,6 +190,16 @@ def _lake(args) -> int:
         if convert_ingestion_zone(zone, say=say).nothing_to_do:
             say(f"nothing to convert in {zone.url}: it holds no lake in the earlier manifest format")
         return 0
+    if args.undo:
+        from totesys_platform.lake.quarantine import release_version
+
+        released = release_version(zone, args.table, args.id, args.last_updated)
+        say(f"{'released' if released else 'was not quarantined:'} {args.table} id {args.id} last_updated "
+            f"{args.last_updated} in {zone.url}" + ("; rebuild the processed tables that read it to take it in "
+                                                      "(docs/operations.md, Quarantine a bad version)" if released else ""))
+        return 0
+    if not args.reason:
+        raise ValueError("give --reason (kept with the record)")
     record = quarantine_version(zone, args.table, args.id, args.last_updated, args.reason)
     say(f"quarantined {record.table} id {record.id} last_updated {record.last_updated} in {zone.url}")
     return 0

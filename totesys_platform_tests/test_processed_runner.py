@@ -143,8 +143,22 @@ def test_quarantine_refuses_an_unknown_table_a_missing_reason_or_an_aware_time(z
         quarantine_version(ingestion, "sales_order", 1, T0.replace(tzinfo=dt.timezone.utc), "x")
 
 
+def test_quarantine_refuses_a_version_the_lake_does_not_hold_and_an_id_out_of_range(zones):
+    ingestion, _ = zones
+    archive(ingestion, "sales_order", [row("sales_order", 2)])
+    with pytest.raises(ValueError, match=r"no sales_order version with sales_order_id 2 and last_updated "
+                                         r"2024-11-04 09:30:16.123 \(its versions: 2024-11-04 09:30:15.123\)"):
+        quarantine_version(ingestion, "sales_order", 2, T0 + dt.timedelta(seconds=1), "a typo in the time")
+    with pytest.raises(ValueError, match="no sales_order version with sales_order_id 7 .* versions: none"):
+        quarantine_version(ingestion, "sales_order", 7, T0, "a typo in the id")
+    with pytest.raises(ValueError, match="3000000000 is out of range"):
+        quarantine_version(ingestion, "sales_order", 3_000_000_000, T0, "an id no totesys row can have")
+    assert quarantined_versions(ingestion, "sales_order").num_rows == 0
+
+
 def test_quarantine_records_are_a_queryable_table_and_quarantining_twice_keeps_the_first(zones):
     ingestion, _ = zones
+    archive(ingestion, "sales_order", [row("sales_order", 2)])
     first = quarantine_version(ingestion, "sales_order", 2, T0, "bad date")
     assert quarantine_version(ingestion, "sales_order", 2, T0, "again") == first
     records = ingestion.table("_quarantine").read()
@@ -164,3 +178,9 @@ def test_the_cli_quarantines_a_version_in_the_configured_lake(zones, tmp_path, m
     assert cli.main(["lake", "quarantine", "--table", "nope", "--id", "1", "--last-updated", "2024-01-01",
                      "--reason", "x"]) == 1
     assert "unknown totesys table" in capsys.readouterr().err
+    # The undo removes the record, and says what brings the version back into the processed tables.
+    undo = ["lake", "quarantine", "--table", "sales_order", "--id", "2", "--last-updated", "2024-11-04 09:30:15.123",
+            "--undo"]
+    assert cli.main(undo) == 0 and "released sales_order id 2" in capsys.readouterr().out
+    assert quarantined_versions(ingestion, "sales_order").num_rows == 0
+    assert cli.main(undo) == 0 and "was not quarantined" in capsys.readouterr().out

@@ -56,15 +56,35 @@ def quarantine_records(ingestion: LakeZone, table: str | None = None) -> list[Qu
     return [_record(r) for r in rows.to_pylist()]
 
 
-def quarantine_version(ingestion: LakeZone, table: str, id: int, last_updated: datetime, reason: str) -> QuarantineRecord:
-    """Quarantine version (id, last_updated) of a totesys table; idempotent (the first record stays)."""
+INT32 = (-(2**31), 2**31 - 1)  # the contract's ids are PostgreSQL integers
+
+
+def _version(ingestion: LakeZone, table: str, id: int, last_updated: datetime) -> datetime:
+    """The version's last_updated at the contract's precision, after checking the arguments name a version the
+    ingestion zone holds (ValueError saying what is wrong otherwise)."""
     if table not in SOURCE_TABLES:
         raise ValueError(f"unknown totesys table {table!r}; expected one of {', '.join(SOURCE_TABLES)}")
-    if not reason.strip():
-        raise ValueError("give the reason for the quarantine (it is kept with the record)")
     if last_updated.tzinfo is not None:
         raise ValueError("last_updated is naive (as in totesys): give it without a time zone")
+    pk = SOURCE_TABLES[table].primary_key
+    if not INT32[0] <= int(id) <= INT32[1]:
+        raise ValueError(f"{pk} {id} is out of range: totesys ids are integers from {INT32[0]} to {INT32[1]}")
     stamp = last_updated.replace(microsecond=last_updated.microsecond // 1000 * 1000)
+    archived = ingestion.table(table).read(columns=[pk, "last_updated"], filters=[(pk, "=", int(id))])
+    held = [] if archived is None else archived.filter(pc.equal(archived[pk], int(id)))["last_updated"].to_pylist()
+    if stamp not in held:
+        versions = ", ".join(t.isoformat(sep=" ", timespec="milliseconds") for t in sorted(held)) or "none"
+        raise ValueError(f"the ingestion zone {ingestion.url} holds no {table} version with {pk} {id} and "
+                         f"last_updated {stamp.isoformat(sep=' ', timespec='milliseconds')} (its versions: {versions}); "
+                         "give the values the processing error names")
+    return stamp
+
+
+def quarantine_version(ingestion: LakeZone, table: str, id: int, last_updated: datetime, reason: str) -> QuarantineRecord:
+    """Quarantine version (id, last_updated) of a totesys table; idempotent (the first record stays)."""
+    if not reason.strip():
+        raise ValueError("give the reason for the quarantine (it is kept with the record)")
+    stamp = _version(ingestion, table, id, last_updated)
     for record in quarantine_records(ingestion, table):
         if record.id == int(id) and record.last_updated == stamp.isoformat(sep=" ", timespec="milliseconds"):
             return record
@@ -73,6 +93,24 @@ def quarantine_version(ingestion: LakeZone, table: str, id: int, last_updated: d
     target = ingestion.table(TABLE)
     target.append(row, read=target.snapshot(), stage=STAGE, state={}, rows=1)
     return _record(row.to_pylist()[0])
+
+
+def release_version(ingestion: LakeZone, table: str, id: int, last_updated: datetime) -> bool:
+    """Undo a quarantine: remove the record of version (id, last_updated); False if there was none. The
+    processed tables that already dropped the version take it in only when rebuilt (docs/operations.md)."""
+    stamp = _version(ingestion, table, id, last_updated)
+    target = ingestion.table(TABLE)
+    read = target.snapshot()
+    rows = target.read(read)
+    if rows is None:
+        return False
+    match = pc.and_(pc.and_(pc.equal(rows["table_name"], table), pc.equal(rows["id"], int(id))),
+                    pc.equal(rows["last_updated"], pa.scalar(stamp, pa.timestamp("us"))))
+    if not pc.any(match).as_py():
+        return False
+    kept = rows.filter(pc.invert(match)).cast(SCHEMA)
+    target.append(kept, read=read, stage=STAGE, state={}, rows=kept.num_rows, overwrite=True)
+    return True
 
 
 def quarantined_versions(ingestion: LakeZone, table: str) -> pa.Table:
