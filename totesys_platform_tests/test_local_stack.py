@@ -116,6 +116,19 @@ def test_stack_env_ignores_urls_meant_for_other_systems(stack_env_vars):
     assert stack_module.stack_env(elsewhere) == stack_module.stack_env(stack_env_vars)
 
 
+def test_the_children_of_make_run_link_alerts_to_the_ui_on_its_own_port(stack_env_vars):
+    from totesys_platform.automation.alerts import AlertsResource
+    from totesys_platform.local.launcher import child_environment
+
+    stack = LocalStack.from_env(stack_env_vars)
+    env = child_environment({**stack_env_vars, "DAGSTER_UI_URL": "http://127.0.0.1:3000"}, stack, "127.0.0.1", 3107)
+    assert env["DAGSTER_UI_URL"] == "http://127.0.0.1:3107"
+    assert env["TOTESYS_DB_URL"] == stack.env()["TOTESYS_DB_URL"]
+    # ...and the alerts read it: a failed run's link points at that UI.
+    alerts = AlertsResource.from_env(env)
+    assert alerts.run_url("abc") == "http://127.0.0.1:3107/runs/abc"
+
+
 def test_up_again_and_restart_keep_the_data_and_do_not_reseed(local_stack, stack_env_vars):
     local_stack.up(0.01, progress=QUIET)
     totesys = local_stack.url("totesys")

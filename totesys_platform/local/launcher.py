@@ -155,6 +155,13 @@ def convert_old_lake(ingestion_url: str, progress: Progress) -> None:
         convert_ingestion_zone(zone, say=progress)
 
 
+
+def child_environment(base_env: dict[str, str], stack: LocalStack, host: str, port: int) -> dict[str, str]:
+    """The environment of `make run`'s children: the stack's settings, and the UI's own address for the links
+    in failure alerts (whatever port the UI was given)."""
+    return {**base_env, **stack.env(), "DAGSTER_UI_URL": f"http://{host}:{port}", "PYTHONUNBUFFERED": "1"}
+
+
 def run(
     *,
     port: int = 3000,
@@ -195,7 +202,7 @@ def run(
         # starts, so each child begins with default dispositions (a handled signal is reset on exec).
         for sig in previous:
             signal.signal(sig, on_signal)
-        child_env = {**base_env, **stack.env(), "PYTHONUNBUFFERED": "1"}
+        child_env = child_environment(base_env, stack, host, port)
         if with_simulator:
             children.append(_Child(
                 "simulator",
