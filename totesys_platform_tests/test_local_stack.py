@@ -165,6 +165,15 @@ def test_up_recreates_a_dropped_database_and_seeds_an_emptied_totesys(local_stac
     assert status.databases == DATABASES and status.totesys_rows["payment"] == 158
 
 
+def test_status_reports_the_port_the_server_really_listens_on(local_stack, stack_env_vars):
+    """Started with another TOTESYS_LOCAL_PG_PORT, then asked without it: the status still finds the server."""
+    local_stack.up(0.01, progress=QUIET)
+    other = LocalStack(local_stack.root, free_port())  # the configured port, not the server's
+    status = other.status()
+    assert status.port == local_stack.port and status.databases == DATABASES
+    assert f"127.0.0.1:{local_stack.port}: running" in status.describe() and "none yet" not in status.describe()
+
+
 def test_up_refuses_a_totesys_database_with_part_of_the_schema(local_stack):
     local_stack.up(0.0, progress=QUIET)
     with psycopg.connect(local_stack.url("totesys"), autocommit=True) as conn:

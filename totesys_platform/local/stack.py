@@ -116,16 +116,20 @@ class LocalStack:
             return None
 
     def status(self) -> StackStatus:
+        """What runs in this stack's folder: on the port its server really listens on, which may not be the
+        configured one (started with another TOTESYS_LOCAL_PG_PORT)."""
         running = self.postgres.is_running()
         databases: tuple[str, ...] = ()
         rows: dict[str, int] = {}
-        if running and self._running_port() == self.port:
-            with psycopg.connect(self.url("postgres"), connect_timeout=5) as conn:
+        port = (self._running_port() if running else None) or self.port
+        if running:
+            actual = LocalPostgres(self.postgres.pgdata, port)
+            with psycopg.connect(actual.url("postgres"), connect_timeout=5) as conn:
                 existing = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
             databases = tuple(d for d in DATABASES if d in existing)
             if "totesys" in databases:
-                rows = _source_row_counts(self.url("totesys"))
-        return StackStatus(self.root, self.port, running, databases, rows)
+                rows = _source_row_counts(actual.url("totesys"))
+        return StackStatus(self.root, port, running, databases, rows)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def up(self, seed_scale: float = 1.0, *, seed: int = 42, progress: Progress = print) -> StackStatus:
