@@ -105,6 +105,20 @@ def test_a_sensor_launched_run_evaluates_only_the_ticks_checks(totesys_url):
     assert not subset.asset_layer.asset_graph.asset_check_keys
 
 
+def test_the_first_load_is_followed_by_one_validation_and_report_run():
+    """A new instance gets the report and the hourly checks right after its first load, once."""
+    from totesys_platform.automation.jobs import REPORT_KEY, first_validation
+    from totesys_platform.definitions import defs
+
+    sensor = defs.get_sensor_def("first_validation_after_the_first_load")
+    assert sensor.job_name == "validate_and_report"
+    instance = dg.DagsterInstance.ephemeral()
+    request = first_validation(instance)
+    assert isinstance(request, dg.RunRequest) and request.run_key  # a run key: the daemon launches it once
+    instance.report_runless_asset_event(dg.AssetMaterialization(REPORT_KEY))
+    assert isinstance(first_validation(instance), dg.SkipReason)
+
+
 def test_definitions_load_with_the_graph_source_to_warehouse():
     from totesys_platform.definitions import defs
 

@@ -150,6 +150,26 @@ def totesys_new_data_sensor(context: dg.SensorEvaluationContext, totesys: Totesy
     )
 
 
+def first_validation(instance: dg.DagsterInstance) -> dg.RunRequest | dg.SkipReason:
+    """validate_and_report once, as soon as the warehouse is loaded, on an instance that never made the report:
+    a new user's UI shows the report and the hourly checks within minutes, not at the next :05."""
+    if instance.get_latest_materialization_event(REPORT_KEY) is not None:
+        return dg.SkipReason("The sales report exists: validate_and_report runs on its hourly schedule.")
+    return dg.RunRequest(run_key="first-validation-and-report")  # a run key: at most once per instance
+
+
+@dg.run_status_sensor(
+    name="first_validation_after_the_first_load",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[totesys_etl],
+    request_job=validate_and_report,
+    default_status=_default_status(),
+    description="After the first successful pipeline run of an instance, runs validate_and_report once.",
+)
+def first_validation_sensor(context: dg.RunStatusSensorContext):
+    return first_validation(context.instance)
+
+
 @dg.op(description="Empty the warehouse and load every processed-zone batch again, in one transaction.")
 def rebuild_warehouse_op(context: dg.OpExecutionContext, lake: LakeResource, warehouse: WarehouseDatabase):
     stats = rebuild_warehouse(warehouse.connection_url(), lake.processed(), log=context.log.info)
