@@ -49,7 +49,7 @@ class WarehouseDatabase(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:
-        from totesys_platform.warehouse.io_manager import connect_warehouse
+        from totesys_platform.warehouse.sessions import connect_warehouse
 
         # A connection failure names the URL without its password (WarehouseConnectionError).
         with connect_warehouse(self.connection_url(), CONNECT_TIMEOUT_S) as conn:

@@ -38,7 +38,7 @@ from totesys_platform.source import simulator
 from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.star_schema import TARGET_TABLES
 from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS
-from totesys_platform.warehouse.io_manager import WarehouseConnectionError
+from totesys_platform.warehouse.sessions import WarehouseConnectionError
 
 REPO = Path(__file__).resolve().parents[1]
 SQL_DIR = REPO / "deploy" / "sql"

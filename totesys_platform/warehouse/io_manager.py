@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import dagster as dg
 import psycopg
@@ -18,40 +17,27 @@ import pyarrow as pa
 from psycopg import sql
 
 from totesys_platform.secrets import resolve_db_url
-from totesys_platform.settings import redact_url
 from totesys_platform.warehouse.loader import (
     LoadStats, WarehouseBatch, WarehouseLoadError, check_mode, load_table, read_table, target_table,
 )
 from totesys_platform.warehouse.schema import TABLE_SCHEMA, ensure_schema_once, set_load_state
+from totesys_platform.warehouse.sessions import connect_warehouse, lock_timeout_error
 from totesys_platform.warehouse.validation import record_references_validated
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from totesys_platform.lake.delta import Position
+
 MODE_METADATA_KEY = "warehouse/mode"
 
 
-class WarehouseConnectionError(RuntimeError):
-    """The warehouse database cannot be reached; the message carries the URL without its password."""
-
-
-def connect_warehouse(url: str, connect_timeout_s: int = 10) -> psycopg.Connection:
-    """A connection to the warehouse at `url` (already resolved: see secrets.py); a failure is a
-    WarehouseConnectionError naming the URL without its password."""
-    try:
-        return psycopg.connect(url, connect_timeout=connect_timeout_s)
-    except psycopg.Error as err:
-        message = str(err)
-        try:
-            password = urlsplit(url).password
-        except ValueError:
-            password = None
-        if password:
-            message = message.replace(password, "***")
-        # `from None`: the original exception's text is not shown, in case libpq echoed the conninfo.
-        raise WarehouseConnectionError(
-            f"cannot connect to the warehouse at {redact_url(url)}: {message.strip()}. "
-            "Check WAREHOUSE_DB_URL and that the server is up") from None
+def _waited_for_a_lock(err: BaseException | None) -> bool:
+    while err is not None:
+        if isinstance(err, psycopg.errors.LockNotAvailable):
+            return True
+        err = err.__cause__
+    return False
 
 
 def column_schema(table: str) -> dg.TableSchema:
@@ -116,9 +102,12 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     db_url: str  # a postgresql:// URL or aws-secretsmanager:<secret-id>
     connect_timeout_s: int = 10
 
-    def _connect(self) -> psycopg.Connection:
+    def _url(self) -> str:
         # A Secrets Manager reference is resolved here, at connection time, never into config or metadata.
-        return connect_warehouse(resolve_db_url(self.db_url, setting="WAREHOUSE_DB_URL"), self.connect_timeout_s)
+        return resolve_db_url(self.db_url, setting="WAREHOUSE_DB_URL")
+
+    def _connect(self) -> psycopg.Connection:
+        return connect_warehouse(self._url(), self.connect_timeout_s)
 
     def _ensure_schema(self, conn: psycopg.Connection) -> None:
         ensure_schema_once(conn, self.db_url)
@@ -129,19 +118,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             raise WarehouseLoadError("the warehouse IO manager stores assets only (this output has no asset key)")
         return target_table(context.asset_key.path[-1]).name
 
-    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
-        table = self._table_name(context)
-        mode = _metadata_text((context.definition_metadata or {}).get(MODE_METADATA_KEY))
-        if mode is None:
-            raise WarehouseLoadError(
-                f"asset {context.asset_key.to_user_string()}: its definition metadata has no {MODE_METADATA_KEY!r}; "
-                "set it to 'upsert' (dimensions) or 'append_versions' (facts)")
-        mode = check_mode(table, mode)
-        if isinstance(obj, WarehouseBatch):
-            data, position = _arrow_from(table, obj.data), obj.position
-        else:
-            data, position = _arrow_from(table, obj), None
-
+    def _merge(self, table: str, data: pa.Table, mode: str, position: Position | None
+               ) -> tuple[LoadStats, int, str]:
+        """The merge, the load state and the row count, in one transaction."""
         with self._connect() as conn:
             self._ensure_schema(conn)
             if data.num_rows:
@@ -158,6 +137,27 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 record_references_validated(conn, table, row_count)
             database = conn.info.dbname
             conn.commit()
+        return stats, row_count, database
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        table = self._table_name(context)
+        mode = _metadata_text((context.definition_metadata or {}).get(MODE_METADATA_KEY))
+        if mode is None:
+            raise WarehouseLoadError(
+                f"asset {context.asset_key.to_user_string()}: its definition metadata has no {MODE_METADATA_KEY!r}; "
+                "set it to 'upsert' (dimensions) or 'append_versions' (facts)")
+        mode = check_mode(table, mode)
+        if isinstance(obj, WarehouseBatch):
+            data, position = _arrow_from(table, obj.data), obj.position
+        else:
+            data, position = _arrow_from(table, obj), None
+
+        try:
+            stats, row_count, database = self._merge(table, data, mode, position)
+        except (psycopg.Error, WarehouseLoadError) as err:
+            if _waited_for_a_lock(err):  # an analyst's open transaction, say: name it, change nothing
+                raise lock_timeout_error(self._url(), table, err) from None
+            raise
 
         if stats.staged:  # an empty batch: the metadata says so (a log line is one more event to store)
             context.log.info(

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from typing import Callable
 
-import psycopg
 
 from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.star_schema import DIMENSIONS, FACTS
 from totesys_platform.warehouse.loader import LoadStats, load_table
 from totesys_platform.warehouse.schema import ensure_schema, reset_warehouse, set_load_state
+from totesys_platform.warehouse.sessions import connect_warehouse
 
 
 def rebuild_warehouse(
     warehouse_url: str, processed: LakeZone, *, log: Callable[[str], None] = lambda m: None
 ) -> dict[str, LoadStats]:
     stats: dict[str, LoadStats] = {}
-    with psycopg.connect(warehouse_url, connect_timeout=10) as conn:
+    with connect_warehouse(warehouse_url) as conn:  # the session timeouts of every warehouse session
         ensure_schema(conn)
         conn.commit()
         with conn.transaction():

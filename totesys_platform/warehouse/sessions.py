@@ -1,0 +1,106 @@
+"""Warehouse sessions that share the database with analysts (plain logic, no Dagster).
+
+Every session the platform opens on the warehouse has a lock timeout and a statement timeout: a bulk load
+takes ACCESS EXCLUSIVE locks, so without them an analyst's open transaction on a fact would make the load wait
+for ever, and every later reader queue behind the load. A load that times out changes nothing (its
+transaction rolls back) and says which sessions held it up; the next run catches up.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+from urllib.parse import urlsplit
+
+import psycopg
+
+from totesys_platform.settings import redact_url
+
+LOCK_TIMEOUT_ENV, STATEMENT_TIMEOUT_ENV = "WAREHOUSE_LOCK_TIMEOUT_SECONDS", "WAREHOUSE_STATEMENT_TIMEOUT_SECONDS"
+# A minute of waiting for an analyst's lock; half an hour for one statement (an initial load at scale 100
+# takes about a minute in all).
+DEFAULTS = {LOCK_TIMEOUT_ENV: 60.0, STATEMENT_TIMEOUT_ENV: 1800.0}
+APPLICATION_NAME = "totesys_platform warehouse"
+
+
+class WarehouseConnectionError(RuntimeError):
+    """The warehouse database cannot be reached; the message carries the URL without its password."""
+
+
+class WarehouseLockTimeout(RuntimeError):
+    """A load waited longer than the lock timeout for a lock another session holds; nothing was changed."""
+
+
+def session_timeouts(env: Mapping[str, str] | None = None) -> dict[str, float]:
+    """The lock and statement timeouts (seconds) from the environment; ValueError naming a bad setting."""
+    env = os.environ if env is None else env
+    values = {}
+    for name, default in DEFAULTS.items():
+        text = env.get(name, "").strip()
+        try:
+            value = float(text) if text else default
+        except ValueError:
+            raise ValueError(f"{name}={text!r} is not a number of seconds") from None
+        if not value > 0:
+            raise ValueError(f"{name} must be a positive number of seconds, got {text!r}")
+        values[name] = value
+    return values
+
+
+def connect_warehouse(url: str, connect_timeout_s: int = 10) -> psycopg.Connection:
+    """A connection to the warehouse at `url` (already resolved: see secrets.py) with the session timeouts set;
+    a failure is a WarehouseConnectionError naming the URL without its password."""
+    timeouts = session_timeouts()
+    try:
+        conn = psycopg.connect(url, connect_timeout=connect_timeout_s, application_name=APPLICATION_NAME)
+    except psycopg.Error as err:
+        message = str(err)
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        if password:
+            message = message.replace(password, "***")
+        # `from None`: the original exception's text is not shown, in case libpq echoed the conninfo.
+        raise WarehouseConnectionError(
+            f"cannot connect to the warehouse at {redact_url(url)}: {message.strip()}. "
+            "Check WAREHOUSE_DB_URL and that the server is up") from None
+    # Session settings (is_local false), committed so that they outlive this first transaction.
+    conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                 (f"{round(timeouts[LOCK_TIMEOUT_ENV] * 1000)}ms", f"{round(timeouts[STATEMENT_TIMEOUT_ENV] * 1000)}ms"))
+    conn.commit()
+    return conn
+
+
+def blocking_sessions(url: str, table: str, schema: str = "public") -> list[str]:
+    """The other sessions holding a lock on `schema.table`, described for an operator (oldest transaction first).
+    Fields PostgreSQL hides from a role without pg_read_all_stats show as "?"."""
+    with connect_warehouse(url, connect_timeout_s=5) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT a.pid, a.usename, a.application_name, a.state, "
+            "       date_trunc('second', now() - a.xact_start), a.query_start, a.xact_start "
+            "FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
+            "WHERE l.locktype = 'relation' AND l.relation = to_regclass(%s) AND l.granted "
+            "  AND a.pid <> pg_backend_pid() "
+            "ORDER BY a.xact_start NULLS LAST", (f"{schema}.{table}",)).fetchall()
+    return [f"pid {pid} (user {user or '?'}, application {app or '?'}, {state or '?'}, transaction open for "
+            f"{age if age is not None else '?'}, query started {started.isoformat(timespec='seconds') if started else '?'})"
+            for pid, user, app, state, age, started, _ in rows]
+
+
+def lock_timeout_error(url: str, table: str, err: BaseException) -> WarehouseLockTimeout:
+    """The error a load that timed out waiting for a lock on `table` raises: who held it, and what to do."""
+    wait = session_timeouts()[LOCK_TIMEOUT_ENV]
+    try:
+        blockers = blocking_sessions(url, table)
+    except (psycopg.Error, WarehouseConnectionError):
+        blockers = []
+    held_by = "; ".join(blockers) if blockers else "a session that has ended since"
+    return WarehouseLockTimeout(
+        f"{table}: the load waited {wait:g} s for a lock on the table, held by {held_by}. Nothing was changed; "
+        f"the next run catches up. Ask that session to commit or roll back (or end it: SELECT "
+        f"pg_terminate_backend(pid)), or raise {LOCK_TIMEOUT_ENV}")
+
+
+__all__ = ["APPLICATION_NAME", "LOCK_TIMEOUT_ENV", "STATEMENT_TIMEOUT_ENV", "WarehouseConnectionError",
+           "WarehouseLockTimeout", "blocking_sessions", "connect_warehouse", "lock_timeout_error", "session_timeouts"]
