@@ -62,6 +62,12 @@ def render_chart(figures: SalesFigures) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # Names come from the source: a '$' in a design name is text, not matplotlib's mathtext.
+    with plt.rc_context({"text.parse_math": False}):
+        return _draw_chart(plt, figures)
+
+
+def _draw_chart(plt, figures: SalesFigures) -> bytes:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5), dpi=100)
     months = sorted({m for m, _, _ in figures.sales_by_month})
     for currency in sorted({c for _, c, _ in figures.sales_by_month}):
@@ -84,13 +90,19 @@ def _money(v: Decimal) -> str:
     return f"{v:,.2f}"
 
 
+def _md(text: object) -> str:
+    """Source text as plain text in a Markdown table cell: markup characters escaped, no line breaks."""
+    escaped = "".join("\\" + c if c in "\\`*_[]<>|$~" else c for c in str(text))
+    return " ".join(escaped.split())
+
+
 def render_markdown(figures: SalesFigures) -> str:
     lines = ["### Payments outstanding (sales receipts not yet paid)", "| currency | payments | amount |", "|---|---|---|"]
     lines += [f"| {c} | {n} | {_money(a)} |" for c, n, a in figures.outstanding] or ["| - | 0 | 0.00 |"]
     lines += ["", "### Top counterparties by sales value", "| counterparty | currency | sales value |", "|---|---|---|"]
-    lines += [f"| {n} | {c} | {_money(v)} |" for n, c, v in figures.top_counterparties]
+    lines += [f"| {_md(n)} | {c} | {_money(v)} |" for n, c, v in figures.top_counterparties]
     lines += ["", "### Top designs by units sold", "| design | units |", "|---|---|"]
-    lines += [f"| {n} | {u:,} |" for n, u in figures.top_designs]
+    lines += [f"| {_md(n)} | {u:,} |" for n, u in figures.top_designs]
     return "\n".join(lines)
 
 
