@@ -272,16 +272,24 @@ def test_send_email_delivers_to_a_real_smtp_server(smtp_server):
     assert f"{UI}/runs/3f0c1f7e-1111-2222-3333-444455556666" in body
 
 
-def test_send_email_logs_in_when_given_credentials(smtp_server_with_login):
+def test_send_email_logs_in_without_encryption_only_when_told_to(smtp_server_with_login):
     msg = format_email(sample_alert(), "pipeline@example.com", "ops@example.com")
-    send_email(msg, host="127.0.0.1", port=smtp_server_with_login.port, username=SMTP_USER, password=SMTP_PASSWORD)
+    # By default a password never crosses an unencrypted connection: this server offers no STARTTLS.
+    with pytest.raises(AlertDeliveryError, match="offers no STARTTLS.*SMTP_STARTTLS=false") as caught:
+        send_email(msg, host="127.0.0.1", port=smtp_server_with_login.port, username=SMTP_USER,
+                   password=SMTP_PASSWORD)
+    assert SMTP_PASSWORD not in str(caught.value) and smtp_server_with_login.messages == []
+    # SMTP_STARTTLS=false: a trusted relay, the operator's explicit choice.
+    send_email(msg, host="127.0.0.1", port=smtp_server_with_login.port, username=SMTP_USER, password=SMTP_PASSWORD,
+               starttls=False)
     assert len(smtp_server_with_login.messages) == 1
 
 
 def test_send_email_with_a_wrong_password_names_the_setting_and_hides_the_password(smtp_server_with_login):
     msg = format_email(sample_alert(), "pipeline@example.com", "ops@example.com")
     with pytest.raises(AlertDeliveryError, match="SMTP_USERNAME and SMTP_PASSWORD") as caught:
-        send_email(msg, host="127.0.0.1", port=smtp_server_with_login.port, username=SMTP_USER, password="wrong-pw-123")
+        send_email(msg, host="127.0.0.1", port=smtp_server_with_login.port, username=SMTP_USER, password="wrong-pw-123",
+                   starttls=False)
     assert "wrong-pw-123" not in str(caught.value)
     assert smtp_server_with_login.messages == []
 
@@ -297,9 +305,14 @@ def test_send_email_upgrades_with_starttls_before_logging_in(tls_certificate):
             starttls=True, ssl_context=client_context,
         )
         assert len(server.messages) == 1
+        # By default (auto) the offered STARTTLS is used before the login.
+        send_email(msg, host="127.0.0.1", port=server.port, username=SMTP_USER, password=SMTP_PASSWORD,
+                   ssl_context=client_context)
+        assert len(server.messages) == 2
         # Without STARTTLS the server refuses to go on, and the error says which setting to change.
         with pytest.raises(AlertDeliveryError, match="SMTP_STARTTLS"):
-            send_email(msg, host="127.0.0.1", port=server.port, username=SMTP_USER, password=SMTP_PASSWORD)
+            send_email(msg, host="127.0.0.1", port=server.port, username=SMTP_USER, password=SMTP_PASSWORD,
+                       starttls=False)
     finally:
         server.controller.stop()
 

@@ -14,7 +14,7 @@ SNS: ALERT_SNS_TOPIC_ARN). With no channel configured the sensor logs a warning 
 | SMTP_HOST | SMTP server (required when ALERT_EMAIL_TO is set) | |
 | SMTP_PORT | SMTP port | 25 |
 | SMTP_USERNAME / SMTP_PASSWORD | log in when SMTP_USERNAME is set | (no login) |
-| SMTP_STARTTLS | true/false: upgrade the connection with STARTTLS before logging in | false |
+| SMTP_STARTTLS | auto: STARTTLS whenever the server offers it, and no login without it; true: always; false: never (a trusted relay) | auto |
 | ALERT_SNS_TOPIC_ARN | SNS topic, `arn:aws:sns:<region>:<account>:<name>` (region taken from it) | (SNS off) |
 | AWS_ENDPOINT_URL | optional AWS-compatible endpoint (moto, LocalStack) | (AWS) |
 | DAGSTER_UI_URL | base of run links, `<ui>/runs/<run_id>` | http://127.0.0.1:3000 |
@@ -211,17 +211,27 @@ def send_email(
     port: int,
     username: str | None = None,
     password: str | None = None,
-    starttls: bool = False,
+    starttls: bool | None = None,
     timeout: float = 10,
     ssl_context: ssl.SSLContext | None = None,
 ) -> None:
-    """Deliver `msg` over SMTP; raises AlertDeliveryError (one line, no credentials) on any failure."""
+    """Deliver `msg` over SMTP; raises AlertDeliveryError (one line, no credentials) on any failure.
+
+    `starttls` None (auto): upgrade with STARTTLS when the server offers it, and refuse to send a password over
+    a connection that is not encrypted; True: always; False: never (an explicit choice for a trusted relay)."""
     where = f"SMTP server {host}:{port}"
     secrets = [password] if password else []
     try:
         with smtplib.SMTP(host, port, timeout=timeout) as smtp:
-            if starttls:
+            smtp.ehlo()
+            encrypted = False
+            if starttls or (starttls is None and smtp.has_extn("starttls")):
                 smtp.starttls(context=ssl_context or ssl.create_default_context())
+                encrypted = True
+            if username and starttls is None and not encrypted:
+                raise AlertDeliveryError(
+                    f"{where} offers no STARTTLS, so the login would send SMTP_PASSWORD unencrypted; use a server "
+                    "with STARTTLS, or set SMTP_STARTTLS=false for a trusted relay")
             if username:
                 smtp.login(username, password or "")
             refused = smtp.send_message(msg)
@@ -311,7 +321,7 @@ _ENV_FIELDS = {
     "smtp_port": ("SMTP_PORT", str(DEFAULT_SMTP_PORT)),
     "smtp_username": ("SMTP_USERNAME", ""),
     "smtp_password": ("SMTP_PASSWORD", ""),
-    "smtp_starttls": ("SMTP_STARTTLS", "false"),
+    "smtp_starttls": ("SMTP_STARTTLS", "auto"),
     "sns_topic_arn": ("ALERT_SNS_TOPIC_ARN", ""),
     "aws_endpoint_url": ("AWS_ENDPOINT_URL", ""),
     "ui_url": ("DAGSTER_UI_URL", DEFAULT_UI_URL),
@@ -327,7 +337,7 @@ class AlertsResource(dg.ConfigurableResource):
     smtp_port: str = str(DEFAULT_SMTP_PORT)
     smtp_username: str = ""
     smtp_password: str = ""
-    smtp_starttls: str = "false"
+    smtp_starttls: str = "auto"
     sns_topic_arn: str = ""
     aws_endpoint_url: str = ""
     ui_url: str = DEFAULT_UI_URL
@@ -392,13 +402,15 @@ class AlertsResource(dg.ConfigurableResource):
             raise AlertConfigError(f"SMTP_PORT {raw!r} is not a TCP port number (1-65535)")
         return port
 
-    def _starttls(self) -> bool:
+    def _starttls(self) -> bool | None:
         raw = self.setting("smtp_starttls")
+        if raw.strip().lower() in ("", "auto"):
+            return None
         if raw.lower() in _TRUE:
             return True
         if raw.lower() in _FALSE:
             return False
-        raise AlertConfigError(f"SMTP_STARTTLS {raw!r} is not a boolean; use true or false")
+        raise AlertConfigError(f"SMTP_STARTTLS {raw!r} is not one of auto, true, false")
 
     def run_url(self, run_id: str) -> str:
         return run_url(self.setting("ui_url"), run_id)
