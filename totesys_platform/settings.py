@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from totesys_platform.redaction import redact_url  # noqa: F401 - the one redaction, re-exported here
 
 DEFAULT_PG_PORT = 54329
 LOCAL_SUPERUSER = "postgres"
@@ -42,16 +43,6 @@ def local_pg_port(env: dict[str, str] | None = None) -> int:
 
 def local_db_url(database: str, env: dict[str, str] | None = None) -> str:
     return f"postgresql://{LOCAL_SUPERUSER}@127.0.0.1:{local_pg_port(env)}/{database}"
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for logs, errors and metadata."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 @dataclass(frozen=True)

@@ -22,21 +22,20 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
 
 import dagster as dg
 
-REDACTED = "***"
+from totesys_platform.redaction import (  # noqa: F401 - re-exported: the log redaction lives there
+    MIN_LITERAL_SECRET_LENGTH, REDACTED, redact_text, secrets_from_env,
+)
+
 
 # A literal shorter than this would shred ordinary words out of every log line.
-MIN_LITERAL_SECRET_LENGTH = 4
 
 # CloudWatch Logs PutLogEvents limits (AWS API reference).
 MAX_BATCH_EVENTS = 10_000
@@ -52,81 +51,6 @@ DEFAULT_FLUSH_INTERVAL_SECONDS = 5.0
 # Records kept while CloudWatch is unreachable; beyond this new records are dropped (and counted).
 MAX_PENDING_EVENTS = 50_000
 TRUNCATION_MARKER = " ...[truncated]"
-
-_SECRET_ENV_NAME = re.compile(r"PASSWORD|SECRET|TOKEN", re.IGNORECASE)
-
-# scheme://user:PASSWORD@host -- greedy up to the last '@' of the authority, as urlsplit reads it.
-_URL_PASSWORD = re.compile(r"(?P<prefix>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*:)(?P<secret>[^\s/?#]+)(?=@)")
-
-# password=..., 'password': '...', PGPASSWORD=..., aws_secret_access_key = ..., client_secret: ...
-_SECRET_KEY_VALUE = re.compile(
-    r"""(?P<key>\b[\w.\-]*(?:password|passwd|secret|session_token|access_token)[\w.\-]*)"""
-    r"""(?P<key_quote>['"]?)(?P<sep>\s*[=:]\s*)"""
-    r"""(?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s'",;&}\]\)]+)""",
-    re.IGNORECASE,
-)
-
-# An AWS secret access key: exactly 40 base64 characters mixing upper case, lower case and digits
-# (the mix keeps 40-character hex digests such as git SHAs out).
-_AWS_SECRET_KEY = re.compile(
-    r"(?<![A-Za-z0-9/+=])"
-    r"(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])(?=[A-Za-z0-9/+]{0,39}[0-9])"
-    r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# Redaction (plain)
-# ---------------------------------------------------------------------------------------------
-
-
-def _redact_key_value(match: re.Match[str]) -> str:
-    value = match.group("value")
-    quote_char = value[0] if value[:1] in ("'", '"') else ""
-    return f"{match.group('key')}{match.group('key_quote')}{match.group('sep')}{quote_char}{REDACTED}{quote_char}"
-
-
-def _literal_variants(secrets: Iterable[str]) -> list[str]:
-    """Each secret as written and URL-encoded, longest first so a secret containing another wins."""
-    variants = set()
-    for secret in secrets:
-        if secret and len(secret) >= MIN_LITERAL_SECRET_LENGTH:
-            variants.add(secret)
-            variants.add(quote(secret, safe=""))
-    return sorted(variants, key=len, reverse=True)
-
-
-def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` without passwords in URLs, secret key-values, AWS secret keys and the given literal secrets."""
-    for literal in _literal_variants(secrets):
-        text = text.replace(literal, REDACTED)
-    text = _URL_PASSWORD.sub(lambda m: m.group("prefix") + REDACTED, text)
-    text = _SECRET_KEY_VALUE.sub(_redact_key_value, text)
-    return _AWS_SECRET_KEY.sub(REDACTED, text)
-
-
-def secrets_from_env(env: Mapping[str, str] | None = None) -> list[str]:
-    """Literal secret values found in the environment.
-
-    The values of variables named *PASSWORD*, *SECRET* or *TOKEN*, and the password of every URL
-    held in any variable (database URLs), both as written and percent-decoded.
-    """
-    env = os.environ if env is None else env
-    found: set[str] = set()
-    for name, value in env.items():
-        if not value:
-            continue
-        if _SECRET_ENV_NAME.search(name):
-            found.add(value)
-        if "://" in value:
-            try:
-                password = urlsplit(value).password
-            except ValueError:
-                password = None
-            if password:
-                found.update({password, unquote(password)})
-    return sorted(s for s in found if len(s) >= MIN_LITERAL_SECRET_LENGTH)
-
 
 class RedactingFilter(logging.Filter):
     """Removes secrets from the message, exception text and stack of every record it sees.
