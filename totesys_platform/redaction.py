@@ -105,6 +105,20 @@ def _keyword_passwords(dsn: str) -> list[str]:
     return [v[1:-1].replace("\\'", "'").replace("\\\\", "\\") if v.startswith("'") else v for v in values]
 
 
+def dsn_secrets(dsn: str) -> list[str]:
+    """The password of a connection string (URL or keyword DSN), as written and percent-decoded: the literal
+    secrets to remove from a driver's message about it."""
+    found = set(_keyword_passwords(dsn)) if "://" not in dsn else set()
+    if "://" in dsn:
+        rest = dsn.split("://", 1)[1]
+        end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+        userinfo = rest[:rest.rfind("@", 0, end)] if "@" in rest[:end] else ""
+        if ":" in userinfo:
+            found.add(userinfo.split(":", 1)[1])
+        found.update(m.group("value").strip("'\"") for m in _SECRET_KEY_VALUE.finditer(rest))
+    return sorted({v for s in found if s for v in (s, unquote(s))}, key=len, reverse=True)
+
+
 def redact_url(dsn: str) -> str:
     """A connection string without its password: `scheme://user:***@host/db?password=***`, or a keyword DSN's
     `password=***`. The user info ends at the authority's last '@', so a raw '@' or '#' in a password is covered."""
@@ -120,4 +134,4 @@ def redact_url(dsn: str) -> str:
                                  text)
 
 
-__all__ = ["MIN_LITERAL_SECRET_LENGTH", "REDACTED", "redact_text", "redact_url", "secrets_from_env"]
+__all__ = ["MIN_LITERAL_SECRET_LENGTH", "REDACTED", "dsn_secrets", "redact_text", "redact_url", "secrets_from_env"]

@@ -50,3 +50,14 @@ def test_an_unquoted_keyword_password_is_redacted_too(password):
     # In free text such a value has no end but a space; the logs also know it from the environment.
     secrets = secrets_from_env({"TOTESYS_DB_URL": dsn})
     assert not _leaks(password, redact_text(f"could not connect with {dsn}: timeout", secrets))
+
+
+@settings(max_examples=200, deadline=None)
+@given(passwords)
+def test_a_drivers_message_echoing_the_connection_string_loses_the_password(password):
+    """What the extraction and the warehouse connect helper do with a driver's error about a DSN."""
+    from totesys_platform.redaction import dsn_secrets
+
+    for dsn in _forms(password):
+        message = f'connection to server failed: could not parse "{dsn}" (password "{password}")'
+        assert not _leaks(password, redact_text(message, dsn_secrets(dsn))), dsn

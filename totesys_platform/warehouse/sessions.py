@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 from typing import Mapping
-from urllib.parse import urlsplit
 
 import psycopg
 
-from totesys_platform.settings import redact_url
+from totesys_platform.redaction import dsn_secrets, redact_text, redact_url
 
 LOCK_TIMEOUT_ENV, STATEMENT_TIMEOUT_ENV = "WAREHOUSE_LOCK_TIMEOUT_SECONDS", "WAREHOUSE_STATEMENT_TIMEOUT_SECONDS"
 # A minute of waiting for an analyst's lock; half an hour for one statement (an initial load at scale 100
@@ -54,13 +53,7 @@ def connect_warehouse(url: str, connect_timeout_s: int = 10) -> psycopg.Connecti
     try:
         conn = psycopg.connect(url, connect_timeout=connect_timeout_s, application_name=APPLICATION_NAME)
     except psycopg.Error as err:
-        message = str(err)
-        try:
-            password = urlsplit(url).password
-        except ValueError:
-            password = None
-        if password:
-            message = message.replace(password, "***")
+        message = redact_text(str(err), dsn_secrets(url))
         # `from None`: the original exception's text is not shown, in case libpq echoed the conninfo.
         raise WarehouseConnectionError(
             f"cannot connect to the warehouse at {redact_url(url)}: {message.strip()}. "

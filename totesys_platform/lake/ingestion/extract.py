@@ -41,7 +41,7 @@ from totesys_platform.lake.ingestion.versions import (
     ANOMALY_SAMPLE, Deduplicator, TableState, VersionOrderError, from_ms, iso, version_order_error,
 )
 from totesys_platform.lake.writes import Spool, TableWrite, commit_write
-from totesys_platform.settings import redact_url
+from totesys_platform.redaction import dsn_secrets, redact_text, redact_url
 from totesys_platform.source import contract
 
 PREVIEW_ROWS = 5
@@ -97,15 +97,7 @@ class Extraction:
 
 def _scrub(text: str, url: str) -> str:
     """Remove the URL's password from a driver message, in case the driver echoed connection details."""
-    from urllib.parse import unquote, urlsplit
-
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    for secret in filter(None, {password, password and unquote(password)}):
-        text = text.replace(secret, "***")
-    return text.replace(url, redact_url(url))
+    return redact_text(text.replace(url, redact_url(url)), dsn_secrets(url))
 
 
 def _driver_message(err: BaseException, url: str) -> str:
