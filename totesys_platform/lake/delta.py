@@ -299,7 +299,7 @@ class LakeTable:
         cleaned up): the caller reads the whole table instead."""
         if through.delta is None or through.version <= after_version:
             return pa.table({})
-        wanted = None if columns is None else [*columns]
+        wanted = None if columns is None else [*columns, *(c for c in _CDF_COLUMNS if c not in columns)]
         try:
             reader = through.delta.load_cdf(
                 starting_version=after_version + 1, ending_version=through.version, columns=wanted)
@@ -308,9 +308,14 @@ class LakeTable:
             raise ChangesUnavailableError(
                 f"the commits of lake table {self.name} after version {after_version} can no longer be read "
                 f"({str(err).splitlines()[0][:200]})") from None
-        rows = rows.filter(pc.is_in(rows[CHANGE_TYPE], value_set=pa.array(_NEW_ROWS)))
-        order = pc.sort_indices(rows[COMMIT_VERSION])  # stable: rows of one commit keep their order
-        return rows.take(order).drop_columns([CHANGE_TYPE, "_commit_timestamp"])
+        # Each step copies the table only when it has to: a first read of a big table is all inserts, in order.
+        new_rows = pc.is_in(rows[CHANGE_TYPE], value_set=pa.array(_NEW_ROWS))
+        if not pc.all(new_rows).as_py():
+            rows = rows.filter(new_rows)
+        versions = rows[COMMIT_VERSION]
+        if len(versions) > 1 and not pc.all(pc.greater_equal(versions[1:], versions[:-1])).as_py():
+            rows = rows.take(pc.sort_indices(versions))  # stable: rows of one commit keep their order
+        return rows.drop_columns([CHANGE_TYPE, "_commit_timestamp"])
 
     # -- writing
 

@@ -39,6 +39,11 @@ DATE_COLUMNS: dict[str, tuple[str, ...]] = {
     "payment": ("created_at", "last_updated", "payment_date"),
 }
 
+def input_columns() -> dict[str, tuple[str, ...]]:
+    """What dim_date reads of each input: the key (to name a bad row) and the date columns (last_updated too)."""
+    return {source: (contract.SOURCE_TABLES[source].primary_key, *columns) for source, columns in DATE_COLUMNS.items()}
+
+
 # Fixed English names (contract rule 8), independent of any locale.
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
@@ -49,7 +54,7 @@ _EPOCH = dt.date(1970, 1, 1)
 def _referenced_dates(inputs: Mapping[str, pa.Table]) -> list[pa.ChunkedArray]:
     dates = []
     for source, columns in DATE_COLUMNS.items():
-        rows = source_rows(NAME, inputs, source)
+        rows = source_rows(NAME, inputs, source, columns=input_columns()[source])
         key = contract.SOURCE_TABLES[source].primary_key
         for column in columns:
             if rows.schema.field(column).type == pa.string():

@@ -77,8 +77,10 @@ def from_lake(name: str, table: pa.Table) -> pa.Table:
 # -- reading the ingestion zone
 
 
-def _contract_rows(source: str, rows: pa.Table, quarantined: pa.Table) -> pa.Table:
+def _contract_rows(source: str, rows: pa.Table, quarantined: pa.Table, columns: list[str] | None) -> pa.Table:
     schema = SOURCE_TABLES[source].arrow_schema
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
     return drop_quarantined(rows.select(schema.names).cast(schema), quarantined)
 
 
@@ -102,8 +104,8 @@ def position_problem(position: Position | None, now: Snapshot) -> str | None:
     return None
 
 
-def _all_rows(ingestion: LakeZone, source: str, snapshot: Snapshot) -> pa.Table:
-    rows = ingestion.table(source).read(snapshot)
+def _all_rows(ingestion: LakeZone, source: str, snapshot: Snapshot, columns: list[str] | None = None) -> pa.Table:
+    rows = ingestion.table(source).read(snapshot, columns=None if columns is None else [*columns, BATCH_COLUMN])
     if rows is None:
         return pa.table({})
     return rows.take(pc.sort_indices(rows, sort_keys=[(BATCH_COLUMN, "ascending"), ("last_updated", "ascending")]))
@@ -119,7 +121,7 @@ def _joined_state(name: str, ingestion: LakeZone, inputs: dict[str, Snapshot],
         rows = _all_rows(ingestion, source, inputs[source])
         if rows.num_rows == 0:
             continue
-        rows = _contract_rows(source, rows, quarantine[source])
+        rows = _contract_rows(source, rows, quarantine[source], None)
         state[source] = arrow_ops.last_per_key(rows.select(recipe.state_schema(source).names), key)
     return state
 
@@ -158,14 +160,14 @@ def process_table(name: str, ingestion: LakeZone, processed: LakeZone, *, spec: 
         try:
             for s in spec.inputs:
                 after = consumed[s].version if consumed.get(s) else -1
-                new[s] = ingestion.table(s).changes(after, inputs[s])
+                new[s] = ingestion.table(s).changes(after, inputs[s], columns=spec.columns_of(s))
         except ChangesUnavailableError as err:
             rebuilt = str(err)
     if rebuilt is not None:
-        new = {s: _all_rows(ingestion, s, inputs[s]) for s in spec.inputs}
+        new = {s: _all_rows(ingestion, s, inputs[s], spec.columns_of(s)) for s in spec.inputs}
     quarantine = {s: quarantined_versions(ingestion, s) for s in spec.inputs}
-    rows = {s: _contract_rows(s, t, quarantine[s]) if t.num_rows else SOURCE_TABLES[s].arrow_schema.empty_table()
-            for s, t in new.items()}
+    rows = {s: _contract_rows(s, t if t.num_rows else SOURCE_TABLES[s].arrow_schema.empty_table(), quarantine[s],
+                              spec.columns_of(s)) for s, t in new.items()}
 
     state: dict[str, pa.Table] = {}
     if rebuilt is None and name in JOINED_DIMENSION_RECIPES:

@@ -27,11 +27,17 @@ class ProcessedSpec:
     name: str  # one of star_schema.TARGET_TABLES
     inputs: tuple[str, ...]  # the source tables it reads (its lineage is exactly these)
     build: Builder
+    # The columns it reads of each input, when not all of them (the key and last_updated always among them):
+    # a read of the lake fetches only those.
+    columns: Mapping[str, tuple[str, ...]] | None = None
+
+    def columns_of(self, source: str) -> list[str] | None:
+        return None if self.columns is None or source not in self.columns else list(self.columns[source])
 
 
 def _specs() -> dict[str, ProcessedSpec]:
-    specs: dict[str, ProcessedSpec] = {"dim_date": ProcessedSpec("dim_date", tuple(dates.DATE_COLUMNS),
-                                                                 dates.build_dim_date)}
+    specs: dict[str, ProcessedSpec] = {"dim_date": ProcessedSpec(
+        "dim_date", tuple(dates.DATE_COLUMNS), dates.build_dim_date, columns=dates.input_columns())}
     for name, recipe in dimensions.DIMENSION_RECIPES.items():
         specs[name] = ProcessedSpec(name, (recipe.source,), functools.partial(dimensions.build_dimension, name))
     for name, joined in dimensions.JOINED_DIMENSION_RECIPES.items():

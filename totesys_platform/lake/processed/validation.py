@@ -7,7 +7,7 @@ processed table, the first offending row's key, the column, what is wrong and wh
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -159,8 +159,10 @@ def _as_table(value: object, table: str, label: str) -> pa.Table:
     raise BadInputError(table, None, None, f"{label} is a {type(value).__name__}, not a pyarrow Table")
 
 
-def source_rows(table: str, inputs: Mapping[str, pa.Table], source: str) -> pa.Table:
-    """The new ingestion rows of ``source`` for building ``table``, checked against the source contract."""
+def source_rows(table: str, inputs: Mapping[str, pa.Table], source: str,
+                columns: Sequence[str] | None = None) -> pa.Table:
+    """The new ingestion rows of ``source`` for building ``table``, checked against the source contract (only
+    `columns` of it, when the builder reads only those)."""
     if source not in inputs:
         raise BadInputError(
             table, None, None, f"no {source!r} input was given (got {sorted(inputs)})",
@@ -168,7 +170,11 @@ def source_rows(table: str, inputs: Mapping[str, pa.Table], source: str) -> pa.T
         )
     source_table = contract.SOURCE_TABLES[source]
     schema = source_table.arrow_schema
-    rows = check_schema(table, source, _as_table(inputs[source], table, f"input {source!r}"), schema, FIX_SCHEMA)
+    given = _as_table(inputs[source], table, f"input {source!r}")
+    if columns is not None:  # the builder reads only these: the others may be there or not
+        schema = pa.schema([schema.field(c) for c in columns])
+        given = given.select([c for c in columns if c in given.column_names])
+    rows = check_schema(table, source, given, schema, FIX_SCHEMA)
     check_not_null(table, source, rows, schema, source_table.primary_key, FIX_SOURCE_ROW)
     return rows.cast(schema)  # now safe: also normalises the nullability flags
 
