@@ -211,21 +211,38 @@ def test_dates_and_times_survive_a_round_trip_through_dagster(warehouse_url):
     assert row["payment_amount"] == Decimal("99999999.99") and row["payment_date"] == dt.date(2024, 1, 3)
 
 
+def a_fact_and_its_bulk_catch_up(warehouse_url) -> dg.AssetsDefinition:
+    """A warehouse holding one sales order, and the asset of a catch-up that loads 20,000 more in bulk (which
+    takes an ACCESS EXCLUSIVE lock on fact_sales_order), through processed version 7."""
+    from totesys_platform_tests.test_warehouse_loader import sales_row
+
+    assert run(dimension_assets(), warehouse_url).success
+    first = table_asset("fact_sales_order", arrow("fact_sales_order", [sales_row(1, T1)]),
+                        deps=[["warehouse", d] for d in dimension_tables()])
+    assert run([*dimension_assets(), first], warehouse_url, selection=[first]).success
+    orders = [sales_row(i, T1 + dt.timedelta(milliseconds=i)) for i in range(2, 20_002)]
+    batch = WarehouseBatch(arrow("fact_sales_order", orders), position=Position("processed-table", 7, 0))
+    return table_asset("fact_sales_order", batch, deps=[["warehouse", d] for d in dimension_tables()])
+
+
+def assert_unchanged_then_caught_up(warehouse_url, fact: dg.AssetsDefinition) -> None:
+    with psycopg.connect(warehouse_url) as conn:
+        assert conn.execute("SELECT count(*) FROM fact_sales_order").fetchone()[0] == 1
+        assert get_load_position(conn, "fact_sales_order") is None
+    # The analyst is gone: the next run catches up.
+    assert run([*dimension_assets(), fact], warehouse_url, selection=[fact]).success
+    with psycopg.connect(warehouse_url) as conn:
+        assert conn.execute("SELECT count(*) FROM fact_sales_order").fetchone()[0] == 20_001
+        assert get_load_position(conn, "fact_sales_order") == Position("processed-table", 7, 0)
+
+
 def test_a_load_held_up_by_an_analysts_open_read_fails_within_the_lock_timeout_naming_the_session(
     warehouse_url, monkeypatch
 ):
     """An analyst's BEGIN; SELECT ... FROM fact_sales_order holds a lock the bulk load needs: the load fails after
     the lock timeout, names the session and what to do, changes nothing; once the analyst is done, it goes in."""
-    from totesys_platform_tests.test_warehouse_loader import sales_row
-
     monkeypatch.setenv("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "1")
-    assert run(dimension_assets(), warehouse_url).success
-    first = table_asset("fact_sales_order", arrow("fact_sales_order", [sales_row(1, T1)]),
-                        deps=[["warehouse", d] for d in dimension_tables()])
-    assert run([*dimension_assets(), first], warehouse_url, selection=[first]).success
-    orders = [sales_row(i, T1 + dt.timedelta(milliseconds=i)) for i in range(2, 20_002)]  # a catch-up: bulk
-    batch = WarehouseBatch(arrow("fact_sales_order", orders), position=Position("processed-table", 7, 0))
-    fact = table_asset("fact_sales_order", batch, deps=[["warehouse", d] for d in dimension_tables()])
+    fact = a_fact_and_its_bulk_catch_up(warehouse_url)
 
     analyst = psycopg.connect(warehouse_url, application_name="analyst notebook")
     try:
@@ -235,19 +252,39 @@ def test_a_load_held_up_by_an_analysts_open_read_fails_within_the_lock_timeout_n
         waited = (dt.datetime.now() - started).total_seconds()
         assert not result.success and waited < 30
         text = failure_text(result)
+        assert "WarehouseLockTimeout" in text and "waited 1 s for a lock" in text
         assert f"pid {analyst.info.backend_pid}" in text and "application analyst notebook" in text
         assert "Nothing was changed" in text and "pg_terminate_backend" in text
         assert "WAREHOUSE_LOCK_TIMEOUT_SECONDS" in text
     finally:
         analyst.close()
-    with psycopg.connect(warehouse_url) as conn:
-        assert conn.execute("SELECT count(*) FROM fact_sales_order").fetchone()[0] == 1
-        assert get_load_position(conn, "fact_sales_order") is None
-    # The analyst is gone: the next run catches up.
-    assert run([*dimension_assets(), fact], warehouse_url, selection=[fact]).success
-    with psycopg.connect(warehouse_url) as conn:
-        assert conn.execute("SELECT count(*) FROM fact_sales_order").fetchone()[0] == 20_001
-        assert get_load_position(conn, "fact_sales_order") == Position("processed-table", 7, 0)
+    assert_unchanged_then_caught_up(warehouse_url, fact)
+
+
+def test_a_load_cut_short_by_the_statement_timeout_names_it_and_the_session_holding_the_table(
+    warehouse_url, monkeypatch
+):
+    """A statement timeout shorter than the lock timeout ends the load's wait for the analyst's lock: the error
+    names the statement timeout, its setting and the session holding the table; nothing changes."""
+    fact = a_fact_and_its_bulk_catch_up(warehouse_url)  # the schema is created with the default timeouts
+    monkeypatch.setenv("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "120")
+    monkeypatch.setenv("WAREHOUSE_STATEMENT_TIMEOUT_SECONDS", "1")
+
+    analyst = psycopg.connect(warehouse_url, application_name="analyst notebook")
+    try:
+        analyst.execute("SELECT count(*) FROM fact_sales_order").fetchone()  # the transaction stays open
+        started = dt.datetime.now()
+        result = run([*dimension_assets(), fact], warehouse_url, selection=[fact], raise_on_error=False)
+        waited = (dt.datetime.now() - started).total_seconds()
+        assert not result.success and waited < 30  # the 120 s lock timeout never came into it
+        text = failure_text(result)
+        assert "WarehouseStatementTimeout" in text and "longer than the statement timeout (1 s)" in text
+        assert f"pid {analyst.info.backend_pid}" in text and "application analyst notebook" in text
+        assert "Nothing was changed" in text and "WAREHOUSE_STATEMENT_TIMEOUT_SECONDS" in text
+    finally:
+        analyst.close()
+    monkeypatch.delenv("WAREHOUSE_STATEMENT_TIMEOUT_SECONDS")
+    assert_unchanged_then_caught_up(warehouse_url, fact)
 
 
 def test_every_warehouse_session_has_the_configured_timeouts_and_bad_settings_are_refused(warehouse_url, monkeypatch):
