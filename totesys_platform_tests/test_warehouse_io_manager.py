@@ -288,6 +288,7 @@ def test_a_load_cut_short_by_the_statement_timeout_names_it_and_the_session_hold
 
 
 def test_every_warehouse_session_has_the_configured_timeouts_and_bad_settings_are_refused(warehouse_url, monkeypatch):
+    from totesys_platform.resources import WarehouseDatabase
     from totesys_platform.warehouse.sessions import connect_warehouse
 
     monkeypatch.setenv("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "2.5")
@@ -297,6 +298,13 @@ def test_every_warehouse_session_has_the_configured_timeouts_and_bad_settings_ar
         assert conn.execute("SHOW statement_timeout").fetchone()[0] == "30min"
         conn.rollback()  # the settings belong to the session, not to its first transaction
         assert conn.execute("SHOW lock_timeout").fetchone()[0] == "2500ms"
+    # The sessions of the IO manager (loads, reads) and of the resource (the warehouse assets, checks, report).
+    with (WarehouseIOManager(db_url=warehouse_url)._connect() as loads,
+          WarehouseDatabase(db_url=warehouse_url).connect() as checks):
+        for conn in (loads, checks):
+            assert conn.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout'), "
+                                "current_setting('application_name')").fetchone() == (
+                "2500ms", "30min", "totesys_platform warehouse")
     monkeypatch.setenv("WAREHOUSE_STATEMENT_TIMEOUT_SECONDS", "soon")
     with pytest.raises(ValueError, match="WAREHOUSE_STATEMENT_TIMEOUT_SECONDS='soon' is not a number of seconds"):
         connect_warehouse(warehouse_url)
