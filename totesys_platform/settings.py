@@ -8,6 +8,7 @@
 | LAKE_PROCESSED_URL | processed zone: file:///folder or s3://bucket/prefix | file://<local dir>/lake/processed |
 | AWS_ENDPOINT_URL | optional S3-compatible endpoint | (AWS) |
 | LAKE_S3_READ_TIMEOUT_SECONDS, LAKE_S3_MAX_ATTEMPTS | bound on one S3 call (resources.LakeResource) | 30, 3 |
+| WAREHOUSE_LOCK_TIMEOUT_SECONDS, WAREHOUSE_STATEMENT_TIMEOUT_SECONDS | every warehouse session's lock_timeout and statement_timeout (warehouse/sessions.py) | 60, 1800 |
 | DAGSTER_HOME | Dagster instance folder | <local dir>/dagster_home |
 | TOTESYS_LOCAL_DIR | where the local stack keeps all its state | <project>/.local |
 | TOTESYS_LOCAL_PG_PORT | loopback port of the embedded PostgreSQL | 54329 |

@@ -184,3 +184,18 @@ def test_the_cli_quarantines_a_version_in_the_configured_lake(zones, tmp_path, m
     assert cli.main(undo) == 0 and "released sales_order id 2" in capsys.readouterr().out
     assert quarantined_versions(ingestion, "sales_order").num_rows == 0
     assert cli.main(undo) == 0 and "was not quarantined" in capsys.readouterr().out
+
+
+def test_lake_quarantine_on_the_cli_refuses_an_id_outside_the_contracts_integer_range(zones, monkeypatch, capsys):
+    """`lake quarantine --id 3000000000` was accepted and then broke the table on every run (ids are int32)."""
+    from totesys_platform import cli
+
+    ingestion, _ = zones
+    archive(ingestion, "sales_order", [row("sales_order", 2)])
+    monkeypatch.setenv("LAKE_INGESTION_URL", ingestion.url)
+    for bad_id in ("3000000000", "-2147483649"):
+        code = cli.main(["lake", "quarantine", "--table", "sales_order", "--id", bad_id,
+                         "--last-updated", "2024-11-04 09:30:15.123", "--reason", "a typo in the id"])
+        assert code == 1
+        assert f"sales_order_id {bad_id} is out of range" in capsys.readouterr().err
+    assert quarantined_versions(ingestion, "sales_order").num_rows == 0

@@ -211,35 +211,21 @@ def test_dates_and_times_survive_a_round_trip_through_dagster(warehouse_url):
     assert row["payment_amount"] == Decimal("99999999.99") and row["payment_date"] == dt.date(2024, 1, 3)
 
 
-def test_a_load_held_up_by_an_analysts_open_read_fails_within_the_lock_timeout_naming_the_session(
-    warehouse_url, monkeypatch
-):
-    """An analyst's BEGIN; SELECT ... FROM fact_sales_order holds a lock the bulk load needs: the load fails after
-    the lock timeout, names the session and what to do, changes nothing; once the analyst is done, it goes in."""
+def a_fact_and_its_bulk_catch_up(warehouse_url) -> dg.AssetsDefinition:
+    """A warehouse holding one sales order, and the asset of a catch-up that loads 20,000 more in bulk (which
+    takes an ACCESS EXCLUSIVE lock on fact_sales_order), through processed version 7."""
     from totesys_platform_tests.test_warehouse_loader import sales_row
 
-    monkeypatch.setenv("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "1")
     assert run(dimension_assets(), warehouse_url).success
     first = table_asset("fact_sales_order", arrow("fact_sales_order", [sales_row(1, T1)]),
                         deps=[["warehouse", d] for d in dimension_tables()])
     assert run([*dimension_assets(), first], warehouse_url, selection=[first]).success
-    orders = [sales_row(i, T1 + dt.timedelta(milliseconds=i)) for i in range(2, 20_002)]  # a catch-up: bulk
+    orders = [sales_row(i, T1 + dt.timedelta(milliseconds=i)) for i in range(2, 20_002)]
     batch = WarehouseBatch(arrow("fact_sales_order", orders), position=Position("processed-table", 7, 0))
-    fact = table_asset("fact_sales_order", batch, deps=[["warehouse", d] for d in dimension_tables()])
+    return table_asset("fact_sales_order", batch, deps=[["warehouse", d] for d in dimension_tables()])
 
-    analyst = psycopg.connect(warehouse_url, application_name="analyst notebook")
-    try:
-        analyst.execute("SELECT count(*) FROM fact_sales_order").fetchone()  # the transaction stays open
-        started = dt.datetime.now()
-        result = run([*dimension_assets(), fact], warehouse_url, selection=[fact], raise_on_error=False)
-        waited = (dt.datetime.now() - started).total_seconds()
-        assert not result.success and waited < 30
-        text = failure_text(result)
-        assert f"pid {analyst.info.backend_pid}" in text and "application analyst notebook" in text
-        assert "Nothing was changed" in text and "pg_terminate_backend" in text
-        assert "WAREHOUSE_LOCK_TIMEOUT_SECONDS" in text
-    finally:
-        analyst.close()
+
+def assert_unchanged_then_caught_up(warehouse_url, fact: dg.AssetsDefinition) -> None:
     with psycopg.connect(warehouse_url) as conn:
         assert conn.execute("SELECT count(*) FROM fact_sales_order").fetchone()[0] == 1
         assert get_load_position(conn, "fact_sales_order") is None
@@ -250,7 +236,59 @@ def test_a_load_held_up_by_an_analysts_open_read_fails_within_the_lock_timeout_n
         assert get_load_position(conn, "fact_sales_order") == Position("processed-table", 7, 0)
 
 
+def test_a_load_held_up_by_an_analysts_open_read_fails_within_the_lock_timeout_naming_the_session(
+    warehouse_url, monkeypatch
+):
+    """An analyst's BEGIN; SELECT ... FROM fact_sales_order holds a lock the bulk load needs: the load fails after
+    the lock timeout, names the session and what to do, changes nothing; once the analyst is done, it goes in."""
+    monkeypatch.setenv("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "1")
+    fact = a_fact_and_its_bulk_catch_up(warehouse_url)
+
+    analyst = psycopg.connect(warehouse_url, application_name="analyst notebook")
+    try:
+        analyst.execute("SELECT count(*) FROM fact_sales_order").fetchone()  # the transaction stays open
+        started = dt.datetime.now()
+        result = run([*dimension_assets(), fact], warehouse_url, selection=[fact], raise_on_error=False)
+        waited = (dt.datetime.now() - started).total_seconds()
+        assert not result.success and waited < 30
+        text = failure_text(result)
+        assert "WarehouseLockTimeout" in text and "waited 1 s for a lock" in text
+        assert f"pid {analyst.info.backend_pid}" in text and "application analyst notebook" in text
+        assert "Nothing was changed" in text and "pg_terminate_backend" in text
+        assert "WAREHOUSE_LOCK_TIMEOUT_SECONDS" in text
+    finally:
+        analyst.close()
+    assert_unchanged_then_caught_up(warehouse_url, fact)
+
+
+def test_a_load_cut_short_by_the_statement_timeout_names_it_and_the_session_holding_the_table(
+    warehouse_url, monkeypatch
+):
+    """A statement timeout shorter than the lock timeout ends the load's wait for the analyst's lock: the error
+    names the statement timeout, its setting and the session holding the table; nothing changes."""
+    fact = a_fact_and_its_bulk_catch_up(warehouse_url)  # the schema is created with the default timeouts
+    monkeypatch.setenv("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "120")
+    monkeypatch.setenv("WAREHOUSE_STATEMENT_TIMEOUT_SECONDS", "1")
+
+    analyst = psycopg.connect(warehouse_url, application_name="analyst notebook")
+    try:
+        analyst.execute("SELECT count(*) FROM fact_sales_order").fetchone()  # the transaction stays open
+        started = dt.datetime.now()
+        result = run([*dimension_assets(), fact], warehouse_url, selection=[fact], raise_on_error=False)
+        waited = (dt.datetime.now() - started).total_seconds()
+        assert not result.success and waited < 30  # the 120 s lock timeout never came into it
+        text = failure_text(result)
+        assert "WarehouseStatementTimeout" in text and "longer than the statement timeout (1 s)" in text
+        assert f"pid {analyst.info.backend_pid}" in text and "application analyst notebook" in text
+        assert "Nothing was changed" in text and "WAREHOUSE_STATEMENT_TIMEOUT_SECONDS" in text
+    finally:
+        analyst.close()
+    monkeypatch.delenv("WAREHOUSE_STATEMENT_TIMEOUT_SECONDS")
+    assert_unchanged_then_caught_up(warehouse_url, fact)
+
+
 def test_every_warehouse_session_has_the_configured_timeouts_and_bad_settings_are_refused(warehouse_url, monkeypatch):
+    from totesys_platform.resources import WarehouseDatabase
     from totesys_platform.warehouse.sessions import connect_warehouse
 
     monkeypatch.setenv("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "2.5")
@@ -260,6 +298,13 @@ def test_every_warehouse_session_has_the_configured_timeouts_and_bad_settings_ar
         assert conn.execute("SHOW statement_timeout").fetchone()[0] == "30min"
         conn.rollback()  # the settings belong to the session, not to its first transaction
         assert conn.execute("SHOW lock_timeout").fetchone()[0] == "2500ms"
+    # The sessions of the IO manager (loads, reads) and of the resource (the warehouse assets, checks, report).
+    with (WarehouseIOManager(db_url=warehouse_url)._connect() as loads,
+          WarehouseDatabase(db_url=warehouse_url).connect() as checks):
+        for conn in (loads, checks):
+            assert conn.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout'), "
+                                "current_setting('application_name')").fetchone() == (
+                "2500ms", "30min", "totesys_platform warehouse")
     monkeypatch.setenv("WAREHOUSE_STATEMENT_TIMEOUT_SECONDS", "soon")
     with pytest.raises(ValueError, match="WAREHOUSE_STATEMENT_TIMEOUT_SECONDS='soon' is not a number of seconds"):
         connect_warehouse(warehouse_url)

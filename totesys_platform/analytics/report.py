@@ -91,8 +91,9 @@ def _money(v: Decimal) -> str:
 
 
 def _md(text: object) -> str:
-    """Source text as plain text in a Markdown table cell: markup characters escaped, no line breaks."""
-    escaped = "".join("\\" + c if c in "\\`*_[]<>|$~" else c for c in str(text))
+    """Source text as plain text in a Markdown table cell: markup characters escaped (`&` too, so that
+    `&lt;` stays those four characters rather than an entity), no line breaks."""
+    escaped = "".join("\\" + c if c in "\\`*_[]<>|$~&" else c for c in str(text))
     return " ".join(escaped.split())
 
 

@@ -21,7 +21,7 @@ from totesys_platform.warehouse.loader import (
     LoadStats, WarehouseBatch, WarehouseLoadError, check_mode, load_table, read_table, target_table,
 )
 from totesys_platform.warehouse.schema import TABLE_SCHEMA, ensure_schema_once, set_load_state
-from totesys_platform.warehouse.sessions import connect_warehouse, lock_timeout_error
+from totesys_platform.warehouse.sessions import connect_warehouse, timeout_error
 from totesys_platform.warehouse.validation import record_references_validated
 
 if TYPE_CHECKING:
@@ -30,14 +30,6 @@ if TYPE_CHECKING:
     from totesys_platform.lake.delta import Position
 
 MODE_METADATA_KEY = "warehouse/mode"
-
-
-def _waited_for_a_lock(err: BaseException | None) -> bool:
-    while err is not None:
-        if isinstance(err, psycopg.errors.LockNotAvailable):
-            return True
-        err = err.__cause__
-    return False
 
 
 def column_schema(table: str) -> dg.TableSchema:
@@ -155,8 +147,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         try:
             stats, row_count, database = self._merge(table, data, mode, position)
         except (psycopg.Error, WarehouseLoadError) as err:
-            if _waited_for_a_lock(err):  # an analyst's open transaction, say: name it, change nothing
-                raise lock_timeout_error(self._url(), table, err) from None
+            # A session timeout (an analyst's open transaction, say): name who held the table, and what to do.
+            explained = timeout_error(self._url(), table, err)
+            if explained is not None:
+                raise explained from None
             raise
 
         if stats.staged:  # an empty batch: the metadata says so (a log line is one more event to store)

@@ -30,6 +30,10 @@ class WarehouseLockTimeout(RuntimeError):
     """A load waited longer than the lock timeout for a lock another session holds; nothing was changed."""
 
 
+class WarehouseStatementTimeout(RuntimeError):
+    """A statement of a load ran longer than the statement timeout and was cancelled; nothing was changed."""
+
+
 def session_timeouts(env: Mapping[str, str] | None = None) -> dict[str, float]:
     """The lock and statement timeouts (seconds) from the environment; ValueError naming a bad setting."""
     env = os.environ if env is None else env
@@ -81,19 +85,58 @@ def blocking_sessions(url: str, table: str, schema: str = "public") -> list[str]
             for pid, user, app, state, age, started, _ in rows]
 
 
-def lock_timeout_error(url: str, table: str, err: BaseException) -> WarehouseLockTimeout:
-    """The error a load that timed out waiting for a lock on `table` raises: who held it, and what to do."""
-    wait = session_timeouts()[LOCK_TIMEOUT_ENV]
+def _describe_blockers(url: str, table: str) -> str | None:
+    """The sessions holding a lock on `table`, on one line; None if there are none (or they cannot be listed:
+    the error being explained matters more than this detail)."""
     try:
         blockers = blocking_sessions(url, table)
     except (psycopg.Error, WarehouseConnectionError):
         blockers = []
-    held_by = "; ".join(blockers) if blockers else "a session that has ended since"
+    return "; ".join(blockers) or None
+
+
+def _first_cause(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """`err` or the first exception of its `__cause__` chain that is a `kind` (the loader wraps driver errors)."""
+    while err is not None and not isinstance(err, kind):
+        err = err.__cause__
+    return err
+
+
+def lock_timeout_error(url: str, table: str) -> WarehouseLockTimeout:
+    """The error a load that timed out waiting for a lock on `table` raises: who held it, and what to do."""
+    wait = session_timeouts()[LOCK_TIMEOUT_ENV]
+    held_by = _describe_blockers(url, table) or "a session that has ended since"
     return WarehouseLockTimeout(
         f"{table}: the load waited {wait:g} s for a lock on the table, held by {held_by}. Nothing was changed; "
         f"the next run catches up. Ask that session to commit or roll back (or end it: SELECT "
         f"pg_terminate_backend(pid)), or raise {LOCK_TIMEOUT_ENV}")
 
 
+def statement_timeout_error(url: str, table: str) -> WarehouseStatementTimeout:
+    """The error a load cancelled by the statement timeout raises. The statement may have been waiting for a
+    lock (a statement timeout shorter than the lock timeout), so the sessions holding the table are named too."""
+    limit = session_timeouts()[STATEMENT_TIMEOUT_ENV]
+    blockers = _describe_blockers(url, table)
+    held = f" Sessions holding a lock on the table: {blockers}." if blockers else ""
+    return WarehouseStatementTimeout(
+        f"{table}: a statement of the load ran longer than the statement timeout ({limit:g} s) and was "
+        f"cancelled. Nothing was changed; the next run catches up.{held} If a session holds the table, ask it to "
+        f"commit or roll back (or end it: SELECT pg_terminate_backend(pid)); if the load itself needs longer (a "
+        f"first load of a large source), raise {STATEMENT_TIMEOUT_ENV}")
+
+
+def timeout_error(url: str, table: str, err: BaseException) -> RuntimeError | None:
+    """The operator's error for a load of `table` that failed with `err`, if a session timeout ended it: the
+    lock timeout (SQLSTATE 55P03) or the statement timeout (57014 with that reason; a cancel by another session,
+    pg_cancel_backend, keeps its own message). None for any other failure."""
+    if _first_cause(err, psycopg.errors.LockNotAvailable) is not None:
+        return lock_timeout_error(url, table)
+    cancelled = _first_cause(err, psycopg.errors.QueryCanceled)
+    if cancelled is not None and "statement timeout" in (cancelled.diag.message_primary or ""):
+        return statement_timeout_error(url, table)
+    return None
+
+
 __all__ = ["APPLICATION_NAME", "LOCK_TIMEOUT_ENV", "STATEMENT_TIMEOUT_ENV", "WarehouseConnectionError",
-           "WarehouseLockTimeout", "blocking_sessions", "connect_warehouse", "lock_timeout_error", "session_timeouts"]
+           "WarehouseLockTimeout", "WarehouseStatementTimeout", "blocking_sessions", "connect_warehouse",
+           "lock_timeout_error", "session_timeouts", "statement_timeout_error", "timeout_error"]
