@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import date
 
 import dagster as dg
 import psycopg
@@ -11,6 +12,7 @@ import pytest
 from totesys_platform.automation import change_detection as cd
 from totesys_platform.automation.jobs import downstream_of, etl_schedule, totesys_new_data_sensor
 from totesys_platform.resources import TotesysDatabase
+from totesys_platform.source import simulator
 
 
 def test_changed_tables_compares_counters():
@@ -77,32 +79,74 @@ def test_sensor_requests_a_run_for_a_change_and_skips_when_nothing_changed(totes
     assert request.tags["totesys/changed_tables"] == "currency"
 
 
-def test_a_sensor_launched_run_evaluates_only_the_ticks_checks(totesys_url):
-    """The run the sensor asks for, subset the way Dagster's daemon launches it, evaluates the references_resolve
-    check of the facts it loads and none of the hourly whole-history or schema checks."""
-    from totesys_platform.definitions import defs
-
-    instance = dg.DagsterInstance.ephemeral()
-    first, _ = _tick(instance, totesys_url, None)  # the first run: every table, every fact
-    (request,) = first.run_requests
-    job = defs.resolve_job_def("totesys_etl")
-    subset = job.get_subset(asset_selection=set(request.asset_selection), asset_check_selection=(
-        None if request.asset_check_keys is None else set(request.asset_check_keys)))  # None: every check on them
-    evaluated = {(key.asset_key.path[-1], key.name) for key in subset.asset_layer.asset_graph.asset_check_keys}
-    assert evaluated == {(fact, "references_resolve") for fact in ("fact_sales_order", "fact_purchase_order",
-                                                                    "fact_payment")}
-    _insert_currency(totesys_url)  # a dimension only: no fact loads, no check runs
+def _next_request(instance, url, cursor) -> dg.SensorResult:
+    """The sensor's next tick that sees a change (the activity counters reach the sensor within moments)."""
     deadline = time.monotonic() + 15
     while True:
-        result, _ = _tick(instance, totesys_url, first.cursor)
+        result, _ = _tick(instance, url, cursor)
         if isinstance(result, dg.SensorResult) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    (request,) = result.run_requests
-    assert request.asset_check_keys == []
-    subset = job.get_subset(asset_selection=set(request.asset_selection),
-                            asset_check_selection=set(request.asset_check_keys))
-    assert not subset.asset_layer.asset_graph.asset_check_keys
+    assert isinstance(result, dg.SensorResult), "the sensor never saw the committed change"
+    return result
+
+
+def _evaluated_checks(result: dg.ExecuteInProcessResult) -> set[tuple[str, str]]:
+    return {(e.asset_key.path[-1], e.check_name) for e in result.get_asset_check_evaluations()}
+
+
+def _materialised(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def test_sensor_and_schedule_runs_evaluate_only_the_ticks_checks(totesys_url, warehouse_url, tmp_path):
+    """Runs launched the way Dagster's daemon launches them (the job subset to the RunRequest's assets and
+    checks, as the run worker does) evaluate the blocking references_resolve of the facts they load and none of
+    the hourly whole-history, reconciliation, source or schema checks; so does a run of the schedule."""
+    from totesys_platform.automation.jobs import totesys_etl
+    from totesys_platform.definitions import defs
+    from totesys_platform_tests.test_pipeline import resources
+
+    simulator.seed(totesys_url, scale=0.02, seed=7, end=date(2023, 6, 30), progress=lambda *a, **k: None)
+    local = dg.Definitions(
+        assets=defs.assets, asset_checks=defs.asset_checks, jobs=[totesys_etl],
+        resources=resources(totesys_url, warehouse_url, (tmp_path / "ingestion").as_uri(),
+                            (tmp_path / "processed").as_uri()),
+    )
+    job = local.resolve_job_def("totesys_etl")
+    instance = dg.DagsterInstance.ephemeral()
+
+    def launch(request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        subset = job.get_subset(asset_selection=set(request.asset_selection), asset_check_selection=(
+            None if request.asset_check_keys is None else set(request.asset_check_keys)))  # None: every check on them
+        return subset.execute_in_process(instance=instance)
+
+    every_fact = {(fact, "references_resolve") for fact in ("fact_sales_order", "fact_purchase_order", "fact_payment")}
+    first = _next_request(instance, totesys_url, None)  # the first tick: every table, every fact
+    (request,) = first.run_requests
+    result = launch(request)
+    assert "warehouse/fact_payment" in _materialised(result)
+    assert _evaluated_checks(result) == every_fact
+
+    # A changed payment: the payment lineage loads, and only fact_payment's references are checked.
+    with psycopg.connect(totesys_url) as conn:
+        conn.execute("UPDATE payment SET paid = NOT paid, last_updated = now() "
+                     "WHERE payment_id = (SELECT min(payment_id) FROM payment)")
+    payment = _next_request(instance, totesys_url, first.cursor)
+    (request,) = payment.run_requests
+    result = launch(request)
+    assert "warehouse/fact_payment" in _materialised(result) and "warehouse/fact_sales_order" not in _materialised(result)
+    assert _evaluated_checks(result) == {("fact_payment", "references_resolve")}
+
+    # A dimension only: it loads, and no check runs.
+    _insert_currency(totesys_url)
+    (request,) = _next_request(instance, totesys_url, payment.cursor).run_requests
+    result = launch(request)
+    assert "warehouse/dim_currency" in _materialised(result)
+    assert _evaluated_checks(result) == set()
+
+    # The 20-minute schedule runs the whole job: every fact's references, nothing else.
+    assert _evaluated_checks(job.execute_in_process(instance=instance)) == every_fact
 
 
 def test_the_first_load_is_followed_by_one_validation_and_report_run():
