@@ -199,3 +199,23 @@ def test_lake_quarantine_on_the_cli_refuses_an_id_outside_the_contracts_integer_
         assert code == 1
         assert f"sales_order_id {bad_id} is out of range" in capsys.readouterr().err
     assert quarantined_versions(ingestion, "sales_order").num_rows == 0
+
+
+def test_releasing_a_quarantine_removes_that_record_only_and_refuses_a_version_the_lake_does_not_hold(zones):
+    from totesys_platform.lake.quarantine import quarantine_records, release_version
+
+    ingestion, _ = zones
+    later = T0 + dt.timedelta(hours=1)
+    archive(ingestion, "sales_order", [row("sales_order", 2), row("sales_order", 3), row("sales_order", 3, later)])
+    quarantine_version(ingestion, "sales_order", 2, T0, "bad date")
+    kept = [quarantine_version(ingestion, "sales_order", 3, T0, "bad currency"),  # (a Delta read has no order)
+            quarantine_version(ingestion, "sales_order", 3, later, "bad design")]
+
+    assert release_version(ingestion, "sales_order", 2, T0)
+    # The other records stay as they were, reason and time included; released again, nothing happens.
+    assert set(quarantine_records(ingestion, "sales_order")) == set(kept)
+    assert not release_version(ingestion, "sales_order", 2, T0)
+    with pytest.raises(ValueError, match="no sales_order version with sales_order_id 7"):
+        release_version(ingestion, "sales_order", 7, T0)
+    assert set(quarantine_records(ingestion, "sales_order")) == set(kept)
+
