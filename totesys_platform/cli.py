@@ -152,10 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--id", required=True, type=int, help="the row's primary key")
     quarantine.add_argument("--last-updated", required=True, type=_timestamp, metavar="TS",
                             help="the bad version's last_updated, e.g. '2024-11-04 09:30:15.123'")
-    quarantine.add_argument("--reason", help="why (kept with the record; required unless --undo)")
-    quarantine.add_argument("--undo", action="store_true",
-                            help="remove the quarantine of this version (the processed tables that read the table "
-                                 "take it in again once rebuilt: see docs/operations.md)")
+    # One of the two, so a forgotten --reason or a --reason beside --undo is bad usage (exit 2), not a guess.
+    action = quarantine.add_mutually_exclusive_group(required=True)
+    action.add_argument("--reason", help="why (kept with the record)")
+    action.add_argument("--undo", action="store_true",
+                        help="remove the quarantine of this version (the processed tables that read the table "
+                             "take it in again once rebuilt: see docs/operations.md)")
     lake_commands.add_parser(
         "convert", help="convert a lake written before Delta Lake (manifest logs) once, without re-extracting",
         description="Convert the ingestion zone named by LAKE_INGESTION_URL from the earlier layout (Parquet batches "
@@ -194,12 +196,11 @@ def _lake(args) -> int:
         from totesys_platform.lake.quarantine import release_version
 
         released = release_version(zone, args.table, args.id, args.last_updated)
+        stamp = args.last_updated.isoformat(sep=" ", timespec="milliseconds")
         say(f"{'released' if released else 'was not quarantined:'} {args.table} id {args.id} last_updated "
-            f"{args.last_updated} in {zone.url}" + ("; rebuild the processed tables that read it to take it in "
-                                                      "(docs/operations.md, Quarantine a bad version)" if released else ""))
+            f"{stamp} in {zone.url}" + ("; rebuild the processed tables that read it to take it in "
+                                        "(docs/operations.md, Quarantine a bad version)" if released else ""))
         return 0
-    if not args.reason:
-        raise ValueError("give --reason (kept with the record)")
     record = quarantine_version(zone, args.table, args.id, args.last_updated, args.reason)
     say(f"quarantined {record.table} id {record.id} last_updated {record.last_updated} in {zone.url}")
     return 0

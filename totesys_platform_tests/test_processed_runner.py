@@ -219,3 +219,24 @@ def test_releasing_a_quarantine_removes_that_record_only_and_refuses_a_version_t
         release_version(ingestion, "sales_order", 7, T0)
     assert set(quarantine_records(ingestion, "sales_order")) == set(kept)
 
+def test_lake_quarantine_on_the_cli_refuses_a_version_the_lake_does_not_hold_and_wants_reason_or_undo(
+        zones, monkeypatch, capsys):
+    """A typo in the id or the time was reported as quarantined; now it fails (exit 1) saying which versions exist."""
+    from totesys_platform import cli
+
+    ingestion, _ = zones
+    archive(ingestion, "sales_order", [row("sales_order", 2)])
+    monkeypatch.setenv("LAKE_INGESTION_URL", ingestion.url)
+    version = ["lake", "quarantine", "--table", "sales_order", "--id", "2", "--last-updated"]
+    assert cli.main([*version, "2024-11-04 09:30:16.123", "--reason", "a typo in the time"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert "holds no sales_order version with sales_order_id 2 and last_updated 2024-11-04 09:30:16.123" in err
+    assert "its versions: 2024-11-04 09:30:15.123" in err
+    assert quarantined_versions(ingestion, "sales_order").num_rows == 0
+    # Neither --reason nor --undo, or both: bad usage, exit 2, nothing recorded.
+    for action in ([], ["--reason", "bad date", "--undo"]):
+        with pytest.raises(SystemExit) as exited:
+            cli.main([*version, "2024-11-04 09:30:15.123", *action])
+        assert exited.value.code == 2
+    assert quarantined_versions(ingestion, "sales_order").num_rows == 0
