@@ -82,35 +82,14 @@ def empty_db_url(pg_server):
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> str:
-    """A real S3 (and SNS, CloudWatch Logs, Secrets Manager) HTTP API on loopback: moto in server mode.
-
-    In its own process: delta-rs holds the GIL in some of its blocking calls, so an S3 served by a thread
-    of this process would wait for the very call that waits for it."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    """A real S3 (and SNS, CloudWatch Logs, Secrets Manager) HTTP API on loopback: moto in server mode."""
+    from totesys_platform_tests.moto_server import moto_server
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-2")
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError(f"moto_server did not start on port {port}") from None
-            time.sleep(0.1)
-    yield endpoint
-    server.terminate()
-    server.wait(timeout=10)
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

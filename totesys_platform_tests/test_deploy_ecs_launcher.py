@@ -15,11 +15,8 @@ import http.server
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -75,27 +72,10 @@ def test_the_ecs_workspace_passes_dagsters_schema(monkeypatch):
 @pytest.fixture(scope="module")
 def moto_ecs():
     """A moto server of our own (ECS, EC2, S3), as a subprocess on loopback."""
-    import urllib.request
+    from totesys_platform_tests.moto_server import moto_server
 
-    from totesys_platform.local.postgres import free_port
-
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.1)
-    yield endpoint
-    server.terminate()
-    server.wait(timeout=10)
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 class _TaskMetadata(http.server.BaseHTTPRequestHandler):

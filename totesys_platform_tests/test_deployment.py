@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import tomllib
 import uuid
 from pathlib import Path
@@ -959,30 +958,12 @@ def test_the_json_trust_policy_matches_terraform(terraform):
 @pytest.fixture
 def enforcing_s3():
     """A private moto server whose IAM enforcement we can switch on without touching the shared one."""
-    from totesys_platform.local.postgres import free_port
+    from totesys_platform_tests.moto_server import moto_server
 
-    port = free_port()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "admin", "AWS_SECRET_ACCESS_KEY": "admin",
            "AWS_DEFAULT_REGION": "eu-west-2"}
-    proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        import requests
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.1)
+    with moto_server(env) as endpoint:
         yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_the_pipeline_policy_allows_the_lake_calls_and_nothing_beyond_the_two_buckets(enforcing_s3, monkeypatch):
