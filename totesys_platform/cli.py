@@ -6,6 +6,8 @@
     totesys-platform run [--port 3000] [--no-simulator] [--seed-scale 1]
     totesys-platform lake quarantine --table T --id N --last-updated TS (--reason TEXT | --undo)
     totesys-platform lake convert
+    totesys-platform etl|validate|materialize|rebuild|maintain [--no-wait] [--ui-url URL]
+    totesys-platform env
 
 Exit codes: 0 done, 1 failed (one or two lines say what went wrong and what to do), 2 bad usage,
 130 interrupted.
@@ -27,6 +29,7 @@ warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 import psycopg  # noqa: E402
 
 from totesys_platform import settings  # noqa: E402
+from totesys_platform.redaction import redact_text, secrets_from_env  # noqa: E402
 
 say = functools.partial(print, flush=True)
 
@@ -71,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the totesys platform locally: the local stack, the totesys simulator and Dagster.",
         epilog="`make run` is `totesys-platform run`. Every command has --help.",
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help="on an unexpected failure, print the whole traceback instead of one line")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     stack = commands.add_parser(
@@ -165,7 +170,41 @@ def build_parser() -> argparse.ArgumentParser:
                     "number and the extraction state. Idempotent; `make run` does it on start. The processed zone "
                     "is built again from the converted ingestion zone by the next pipeline run.",
     )
+    for name, (summary, description) in RUN_ONCE_COMMANDS.items():
+        once = commands.add_parser(
+            name, help=summary,
+            description=f"{description} The run goes through the run queue of the Dagster instance the UI shows "
+                        "(the webserver `make run` started, or DAGSTER_UI_URL), so it waits for a run in progress, "
+                        "appears in the UI and runs in the deployment's code location; the command reports its "
+                        "steps and ends with exit code 0 when every run succeeded, 1 otherwise.",
+        )
+        once.add_argument("--no-wait", action="store_true", help="submit and return at once (the UI shows the run)")
+        once.add_argument("--ui-url", metavar="URL", default=None,
+                          help="the Dagster webserver (default DAGSTER_UI_URL, else the UI of a running `make run`, "
+                               "else http://127.0.0.1:3000)")
+    commands.add_parser(
+        "env", help="print the exports that point raw `dagster` commands at the local stack",
+        description="Print `export NAME=value` lines for the local stack's settings (DAGSTER_HOME, DAGSTER_PG_URL, "
+                    "the database and lake URLs): `eval \"$(.venv/bin/totesys-platform env)\"` before a raw "
+                    "`dagster job execute -m totesys_platform.definitions ...` makes it use the instance `make run` "
+                    "uses instead of a throwaway one. Local URLs only: they hold no password.",
+    )
     return parser
+
+
+RUN_ONCE_COMMANDS = {
+    "etl": ("run the pipeline once (totesys_etl) through the run queue and follow it",
+            "Run totesys_etl once: every table from totesys to the warehouse, with the blocking checks."),
+    "validate": ("run the hourly checks and the sales report once (validate_and_report)",
+                 "Run validate_and_report once: the whole-history checks and a fresh sales report."),
+    "materialize": ("every asset and check: the pipeline, then the hourly checks and the report",
+                    "Run totesys_etl, then (if it succeeded) validate_and_report: every asset and every check."),
+    "rebuild": ("rebuild the warehouse from the lake alone (rebuild_warehouse)",
+                "Run rebuild_warehouse once: empty the warehouse and reload every processed-zone row, in one "
+                "transaction."),
+    "maintain": ("compact, checkpoint and vacuum the lake tables now (lake_maintenance)",
+                 "Run lake_maintenance once with its default retention (7 days)."),
+}
 
 
 def _timestamp(text: str):
@@ -253,6 +292,30 @@ def _run(args) -> int:
                         orders_per_minute=args.orders_per_minute, progress=say)
 
 
+def _run_once(args) -> int:
+    from totesys_platform.run_once import run_command
+
+    outcomes = run_command(args.command, ui_url=args.ui_url, wait=not args.no_wait, progress=say)
+    failed = [] if args.no_wait else [o for o in outcomes if not o.succeeded]
+    if failed:
+        print(f"totesys-platform: error: {failed[0].summary()}", file=sys.stderr, flush=True)
+        print(f"  the run's logs: {failed[0].url}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _env(args) -> int:
+    import shlex
+
+    from totesys_platform.local.stack import LocalStack
+    from totesys_platform.run_once import resolve_ui_url
+
+    stack = LocalStack.from_env()
+    for name, value in {**stack.env(), "DAGSTER_UI_URL": resolve_ui_url({**stack.env()})}.items():
+        say(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
 def _one_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -267,10 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     from totesys_platform.lake.store import LakeError
     from totesys_platform.secrets import SecretResolutionError
 
-    handler = {"stack": _stack, "seed": _seed, "simulate": _simulate, "run": _run, "lake": _lake}[args.command]
+    from totesys_platform.run_once import RunOnceError
+
+    handler = {"stack": _stack, "seed": _seed, "simulate": _simulate, "run": _run, "lake": _lake, "env": _env,
+               **{name: _run_once for name in RUN_ONCE_COMMANDS}}[args.command]
     try:
         return handler(args)
-    except (SimulatorError, StackError, LaunchError, LakeError, SecretResolutionError, ValueError) as err:
+    except (SimulatorError, StackError, LaunchError, LakeError, SecretResolutionError, RunOnceError,
+            ValueError) as err:
         print(f"totesys-platform: error: {err}", file=sys.stderr, flush=True)
         return 1
     except psycopg.Error as err:
@@ -278,8 +345,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"totesys-platform: database error: {_one_line(err)}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
-        print("totesys-platform: interrupted", file=sys.stderr, flush=True)
+        if args.command in RUN_ONCE_COMMANDS:
+            print("totesys-platform: interrupted; a submitted run goes on (the UI's Runs page shows it)",
+                  file=sys.stderr, flush=True)
+        else:
+            print("totesys-platform: interrupted", file=sys.stderr, flush=True)
         return 130
+    except Exception as err:  # an unexpected failure: one line here, the traceback behind --verbose
+        if args.verbose:
+            raise
+        print(f"totesys-platform: error: {type(err).__name__}: {redact_text(_one_line(err), secrets_from_env())}", file=sys.stderr,
+              flush=True)
+        print("  run it again with --verbose (before the command) for the traceback", file=sys.stderr, flush=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from typing import Callable
 
 from totesys_platform import settings
 from totesys_platform.local.stack import LocalStack
+from totesys_platform.run_once import ui_url_file
 
 Progress = Callable[[str], None]
 
@@ -232,6 +233,8 @@ def run(
                 return 1
             stop.wait(0.5)
         if not stop.is_set():
+            # Run-once commands (`totesys-platform etl`, ...) find this UI here, whatever its port.
+            ui_url_file(stack.root).write_text(url + "\n")
             progress(f"Dagster UI: {url}")
             progress("Ctrl-C stops everything (simulator, Dagster, PostgreSQL); the data stays in "
                      f"{stack.root}.")
@@ -251,6 +254,7 @@ def run(
             progress(f"{received[0]} received: stopping")
         return exit_code
     finally:
+        ui_url_file(stack.root).unlink(missing_ok=True)
         for sig in previous:
             signal.signal(sig, on_signal)
         for child in children:  # started first, stopped first: the simulator, then dagster dev
