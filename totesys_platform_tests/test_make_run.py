@@ -17,6 +17,9 @@ import psycopg
 import pytest
 
 from totesys_platform.local.postgres import free_port
+from totesys_platform_tests.readme_walk import (
+    BLOCK_TIMEOUT_SECONDS, NOT_RUN, PROJECT, Block, blocks_to_run, readme_blocks, run_readme_blocks, stale_reasons,
+)
 from totesys_platform.local.stack import LocalStack
 from totesys_platform.source.simulator import PURCHASE_ORDERS_AT_SCALE_1, SALES_ORDERS_AT_SCALE_1
 
@@ -110,22 +113,29 @@ def run_env():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_make_run_serves_the_ui_runs_the_simulator_feeds_the_warehouse_and_stops_cleanly_on_sigint(run_env):
-    local_dir = run_env["TOTESYS_LOCAL_DIR"]
+def test_make_run_as_the_readme_writes_it_serves_the_ui_feeds_the_warehouse_runs_every_readme_block_and_stops_on_ctrl_c(
+        run_env, tmp_path):
+    """A new user's first session, in a folder laid out like a checkout: `make run`, then every README block."""
+    walk = Path(run_env["TOTESYS_LOCAL_DIR"]).parent / "checkout"
+    walk.mkdir()
+    for name in (".venv", "Makefile", "pyproject.toml", "deploy"):
+        (walk / name).symlink_to(PROJECT / name)
+    local_dir = str(walk / ".local")  # the README's paths (.local/lake/...) are relative to the checkout
     ui_port = free_port()
-    output = Path(local_dir).parent / "run.out"
+    env = {**run_env, "TOTESYS_LOCAL_DIR": local_dir,
+           # `make run` as written; ARGS (read by make from the environment) gives the test's own port and sizes
+           "ARGS": f"--port {ui_port} --seed-scale 0.01 --orders-per-minute 600"}
+    output = walk / "run.out"
     with open(output, "wb") as out:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "totesys_platform.cli", "run", "--port", str(ui_port), "--seed-scale", "0.01",
-             "--orders-per-minute", "600"],
-            env=run_env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            ["make", "run"], cwd=walk, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # like a terminal's foreground job: signals reach it only when we send them
         )
     log = lambda: output.read_text(errors="replace")  # noqa: E731
     try:
         deadline = time.monotonic() + UI_DEADLINE_SECONDS
         while not _ui_answers(f"http://127.0.0.1:{ui_port}/server_info"):
-            assert launcher.poll() is None, f"`run` exited early with {launcher.returncode}:\n{log()}"
+            assert launcher.poll() is None, f"`make run` exited early with {launcher.returncode}:\n{log()}"
             assert time.monotonic() < deadline, f"no UI after {UI_DEADLINE_SECONDS} s:\n{log()}"
             time.sleep(1)
         deadline = time.monotonic() + 30
@@ -134,7 +144,8 @@ def test_make_run_serves_the_ui_runs_the_simulator_feeds_the_warehouse_and_stops
             time.sleep(0.5)
 
         # The live simulator writes into the seeded totesys database.
-        totesys = LocalStack.from_env(run_env).url("totesys")
+        stack = LocalStack.from_env(env)
+        totesys = stack.url("totesys")
         seeded = round(SALES_ORDERS_AT_SCALE_1 * 0.01) + round(PURCHASE_ORDERS_AT_SCALE_1 * 0.01)
         deadline = time.monotonic() + 60
         while _orders(totesys) <= seeded:
@@ -145,7 +156,7 @@ def test_make_run_serves_the_ui_runs_the_simulator_feeds_the_warehouse_and_stops
         # warehouse (the promise is about a minute; the deadline leaves room for a loaded CI machine).
         marker = _insert_sales_order(totesys)
         inserted_at = time.monotonic()
-        warehouse = LocalStack.from_env(run_env).url("warehouse")
+        warehouse = stack.url("warehouse")
         while not _in_warehouse(warehouse, marker):
             assert time.monotonic() - inserted_at < FRESHNESS_DEADLINE_SECONDS, (
                 f"sales order {marker} did not reach the warehouse in {FRESHNESS_DEADLINE_SECONDS} s:\n{log()}")
@@ -159,24 +170,46 @@ def test_make_run_serves_the_ui_runs_the_simulator_feeds_the_warehouse_and_stops
                 f"no sales report after the first load:\n{log()}")
             time.sleep(2)
 
+        # Every README block that can run here runs as written and succeeds (see readme_walk for the rules).
+        ran = run_readme_blocks(cwd=walk, env=env, warehouse_url=warehouse)
+        assert {"sh", "sql"} <= {block.lang for block in ran}, ran
+        print(f"{len(ran)} README blocks ran")
+
+        # A run-once command whose run fails ends with two lines: the failed step with its error, and the run's page.
+        with psycopg.connect(warehouse, autocommit=True) as conn:
+            conn.execute("ALTER TABLE fact_sales_order RENAME COLUMN units_sold TO units_sold_renamed")
+        try:
+            failed = subprocess.run([".venv/bin/totesys-platform", "etl"], cwd=walk, env=env, capture_output=True,
+                                    text=True, timeout=BLOCK_TIMEOUT_SECONDS)
+        finally:
+            with psycopg.connect(warehouse, autocommit=True) as conn:
+                conn.execute("ALTER TABLE fact_sales_order RENAME COLUMN units_sold_renamed TO units_sold")
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        first, second = failed.stderr.strip().splitlines()
+        assert first.startswith("totesys-platform: error: run ") and " of totesys_etl failed" in first, first
+        assert "WarehouseSchemaError: the warehouse tables do not match" in first and "units_sold_renamed" in first
+        assert second.strip().startswith(f"the run's logs: http://127.0.0.1:{ui_port}/runs/"), second
+
         started = _processes_mentioning(local_dir)
         names = " | ".join(started.values())
         assert "postgres -D" in names and "dagster" in names and "simulate" in names, started
 
-        launcher.send_signal(signal.SIGINT)  # what Ctrl-C does
+        os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in the terminal does: make and its child get it
         stop_started = time.monotonic()
         try:
-            code = launcher.wait(timeout=STOP_DEADLINE_SECONDS)
+            launcher.wait(timeout=STOP_DEADLINE_SECONDS)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"`run` did not stop within {STOP_DEADLINE_SECONDS} s of SIGINT:\n{log()}")
+            pytest.fail(f"`make run` did not stop within {STOP_DEADLINE_SECONDS} s of SIGINT:\n{log()}")
+        while _processes_mentioning(local_dir) and time.monotonic() - stop_started < STOP_DEADLINE_SECONDS:
+            time.sleep(0.5)  # make may exit before the launcher it started has stopped everything
         print(f"stopped in {time.monotonic() - stop_started:.1f} s")
-        assert code == 0, log()
         text = log()
         for line in ("SIGINT received: stopping", "simulator stopped", "dagster dev stopped", "stopped (data kept"):
             assert line in text, text
         assert _processes_mentioning(local_dir) == {}
-        assert not LocalStack.from_env(run_env).postgres.is_running()
+        assert not stack.postgres.is_running()
         assert not _ui_answers(f"http://127.0.0.1:{ui_port}/server_info")
+        assert not (Path(local_dir) / "ui_url").exists()  # run-once commands no longer find a UI that is gone
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
@@ -226,3 +259,18 @@ def test_runs_left_in_progress_by_a_killed_make_run_are_failed_before_dagster_st
         assert instance.get_run_by_id(finished.run_id).status == DagsterRunStatus.SUCCESS
         assert instance.get_run_by_id(never_launched.run_id).status == DagsterRunStatus.NOT_STARTED
     assert fail_runs_left_in_progress(stack) == []
+
+
+def test_the_readme_walk_runs_every_command_block_but_those_it_says_why_not():
+    blocks = readme_blocks()
+    assert stale_reasons(blocks) == []
+    ran = blocks_to_run(blocks)
+    texts = "\n".join(b.text for b in ran)
+    for expected in ("totesys-platform etl", "totesys-platform materialize", "totesys-platform env",
+                     "delta_scan", "fact_sales_order_current"):
+        assert expected in texts, expected
+    assert len(ran) + len(NOT_RUN) <= len([b for b in blocks if b.lang in ("sh", "sql")])
+    # Blocks inside list items are found and dedented; an unknown reason is reported as stale.
+    sample = "text\n\n- item:\n\n  ```sh\n  echo hi\n  ```\n"
+    assert readme_blocks(sample) == [Block("sh", "echo hi\n", 5)]
+    assert stale_reasons(readme_blocks(sample)) == list(NOT_RUN)
