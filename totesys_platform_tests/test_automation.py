@@ -10,9 +10,14 @@ import psycopg
 import pytest
 
 from totesys_platform.automation import change_detection as cd
-from totesys_platform.automation.jobs import downstream_of, etl_schedule, totesys_new_data_sensor
+from totesys_platform.automation.jobs import (
+    downstream_of,
+    etl_schedule,
+    totesys_new_data_sensor,
+)
 from totesys_platform.resources import TotesysDatabase
 from totesys_platform.source import simulator
+from totesys_platform.source.contract import TABLE_NAMES
 
 
 def test_changed_tables_compares_counters():
@@ -115,11 +120,12 @@ def test_sensor_and_schedule_runs_evaluate_only_the_ticks_checks(totesys_url, wa
         return subset.execute_in_process(instance=instance)
 
     every_fact = {(fact, "references_resolve") for fact in ("fact_sales_order", "fact_purchase_order", "fact_payment")}
+    captures = lambda *tables: {(t, "versions_move_forward") for t in tables}  # noqa: E731 - free: the extraction's
     first = _next_request(instance, totesys_url, None)  # the first tick: every table, every fact
     (request,) = first.run_requests
     result = launch(request)
     assert "warehouse/fact_payment" in _materialised(result)
-    assert _evaluated_checks(result) == every_fact
+    assert _evaluated_checks(result) == every_fact | captures(*TABLE_NAMES)
 
     # A changed payment: the payment lineage loads, and only fact_payment's references are checked.
     with psycopg.connect(totesys_url) as conn:
@@ -129,17 +135,17 @@ def test_sensor_and_schedule_runs_evaluate_only_the_ticks_checks(totesys_url, wa
     (request,) = payment.run_requests
     result = launch(request)
     assert "warehouse/fact_payment" in _materialised(result) and "warehouse/fact_sales_order" not in _materialised(result)
-    assert _evaluated_checks(result) == {("fact_payment", "references_resolve")}
+    assert _evaluated_checks(result) == {("fact_payment", "references_resolve")} | captures("payment")
 
-    # A dimension only: it loads, and no check runs.
+    # A dimension only: it loads, and no check runs but the extraction's own.
     _insert_currency(totesys_url)
     (request,) = _next_request(instance, totesys_url, payment.cursor).run_requests
     result = launch(request)
     assert "warehouse/dim_currency" in _materialised(result)
-    assert _evaluated_checks(result) == set()
+    assert _evaluated_checks(result) == captures("currency")
 
-    # The 20-minute schedule runs the whole job: every fact's references, nothing else.
-    assert _evaluated_checks(job.execute_in_process(instance=instance)) == every_fact
+    # The 20-minute schedule runs the whole job: every fact's references and the extraction's own, nothing else.
+    assert _evaluated_checks(job.execute_in_process(instance=instance)) == every_fact | captures(*TABLE_NAMES)
 
 
 def test_the_first_load_is_followed_by_one_validation_and_report_run():

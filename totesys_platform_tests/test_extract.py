@@ -20,8 +20,10 @@ from psycopg.rows import dict_row
 from totesys_platform.lake.delta import ConcurrentCommitError, LakeTable, LakeZone
 from totesys_platform.lake.ingestion import extract as extract_module
 from totesys_platform.lake.ingestion.extract import (
-    BATCH_COLUMN, EXTRACTED_AT_COLUMN, SourceError, extract_tables, prepare_extraction, validate_source_schema,
+    BATCH_COLUMN, EXTRACTED_AT_COLUMN, RECAPTURED_TOTAL, SourceError, extract_tables, prepare_extraction,
+    validate_source_schema,
 )
+from totesys_platform.lake.ingestion.versions import to_ms
 from totesys_platform.lake.writes import Spool, commit_write
 from totesys_platform.local.postgres import free_port
 from totesys_platform.source import contract, simulator
@@ -357,11 +359,11 @@ def test_a_transaction_open_across_runs_far_longer_than_the_lookback_is_archived
     assert [d["design_name"] for d in designs if d["design_id"] == ids["design"][0]] == ["Wooden", "Renamed late"]
 
 
-def test_rows_rewritten_behind_the_window_are_not_archived_again_and_in_place_changes_are_reported(
+def test_rows_rewritten_behind_the_window_are_not_archived_again_and_in_place_changes_are_captured(
     source_url, local_lake
 ):
-    """A row rewritten without a change is skipped; one changed without moving last_updated is reported (the
-    hourly source check names it too), and nothing fails."""
+    """Behind the look-back window: a row rewritten without a change is skipped; one changed without moving
+    last_updated is archived again (a new capture of its version) and reported, and nothing fails."""
     with psycopg.connect(source_url) as conn:
         first = seed_reference(conn)["design"][0]
         second = _insert(conn, "design", {"design_name": "Steel", "file_location": "/opt", "file_name": "s.json",
@@ -375,10 +377,25 @@ def test_rows_rewritten_behind_the_window_are_not_archived_again_and_in_place_ch
         conn.execute("UPDATE design SET file_location = '/changed' WHERE design_id = %s", (second,))
     logged: list[str] = []
     result = _run(source_url, local_lake, ["design"], lookback=timedelta(seconds=1),
-                  batch_ts=BATCH + timedelta(hours=1), log=logged.append)
-    assert result["design"].rows == 0 and len(archived(local_lake, "design")) == 3
+                  batch_ts=BATCH + timedelta(hours=1), log=logged.append)["design"]
+    assert result.rows == 1 and result.out_of_order.changed_in_place == ((second, to_ms(T0)),)
+    captures = archived(local_lake, "design")
+    assert [r["file_location"] for r in captures.to_pylist() if r["design_id"] == second] == ["/opt", "/changed"]
+    assert len(captures) == 4
     (warning,) = [line for line in logged if line.startswith("WARNING design")]
     assert f"{second} at" in warning and "changed in place" in warning and f"{first} at" not in warning
+    assert result.write.state[RECAPTURED_TOTAL] == 1
+
+    # Changed in place again, then rewritten unchanged: compared with its latest capture each time.
+    for location, batch_hour, captured in (("/changed-again", 2, 1), (None, 3, 0)):
+        with psycopg.connect(source_url) as conn:
+            conn.execute("UPDATE design SET file_location = coalesce(%s, file_location) WHERE design_id = %s",
+                         (location, second))
+        again = _run(source_url, local_lake, ["design"], lookback=timedelta(seconds=1),
+                     batch_ts=BATCH + timedelta(hours=batch_hour))["design"]
+        assert (again.rows, again.out_of_order.count) == (captured, captured), location
+    assert [r["file_location"] for r in archived(local_lake, "design").to_pylist() if r["design_id"] == second] == [
+        "/opt", "/changed", "/changed-again"]
 
 
 def test_lengthening_the_lookback_never_archives_a_version_twice(source_url, local_lake):
@@ -783,40 +800,44 @@ def _currencies(conn, count: int) -> list[int]:
             for i, code in enumerate(["GBP", "USD", "EUR", "CHF", "JPY"][:count])]
 
 
-def test_a_change_that_keeps_last_updated_fails_the_table_and_commits_nothing(source_url, local_lake):
+def test_a_change_that_keeps_last_updated_is_captured_again_and_reported_not_failed(source_url, local_lake):
     with psycopg.connect(source_url) as conn:
         ids = _currencies(conn, 3)
     _run(source_url, local_lake, ["currency"], batch_ts=BATCH)
     with psycopg.connect(source_url) as conn:
         conn.execute("UPDATE currency SET currency_code = 'AUD' WHERE currency_id = %s", (ids[1],))
-    with pytest.raises(SourceError) as failure:
-        _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1))
-    message = str(failure.value)
-    assert f"currency_id {ids[1]} at last_updated 2024-11-04T09:30:11.000" in message
-    assert "changed without moving last_updated" in message and "SET last_updated = now()" in message
-    assert version(local_lake, "currency") == 0  # nothing committed
-
-    # The documented fix: the owners move last_updated to the time of the change; the next run archives it.
-    with psycopg.connect(source_url) as conn:
-        conn.execute("UPDATE currency SET last_updated = %s WHERE currency_id = %s", (T0 + timedelta(minutes=1), ids[1]))
-    result = _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=2))["currency"]
-    assert result.rows == 1
+    messages: list[str] = []
+    result = _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1),
+                  log=messages.append)["currency"]
+    assert result.rows == 1 and result.duplicates_skipped == 2
     rows = archived(local_lake, "currency", with_batch=True)
     assert rows.filter(pc.equal(rows[BATCH_COLUMN], 2))["currency_code"].to_pylist() == ["AUD"]
+    message = result.out_of_order.describe(contract.SOURCE_TABLES["currency"])
+    assert f"currency_id {ids[1]} at 2024-11-04T09:30:11.000 (changed in place)" in message
+    assert "SET ..., last_updated = now()" in message
+    assert any(m.startswith("WARNING currency: 1 row(s) changed without last_updated moving forward") for m in messages)
+
+    # Read again unchanged, the new capture is remembered: nothing more is archived or reported.
+    again = _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=2))["currency"]
+    assert again.rows == 0 and not again.out_of_order
 
 
-def test_a_last_updated_moved_backwards_fails_the_table(source_url, local_lake):
+def test_a_last_updated_moved_backwards_is_archived_as_its_version_and_reported(source_url, local_lake):
     with psycopg.connect(source_url) as conn:
         ids = _currencies(conn, 3)
     _run(source_url, local_lake, ["currency"], batch_ts=BATCH)
     with psycopg.connect(source_url) as conn:
         conn.execute("UPDATE currency SET currency_code = 'AUD', last_updated = last_updated - interval '1 second' "
                      "WHERE currency_id = %s", (ids[2],))
-    with pytest.raises(SourceError, match=(
-            rf"currency_id {ids[2]} now has last_updated 2024-11-04T09:30:11.000, earlier than its version at "
-            r"2024-11-04T09:30:12.000 already archived \(last_updated moved backwards\)")):
-        _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1))
-    assert version(local_lake, "currency") == 0
+    result = _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1))["currency"]
+    assert result.rows == 1
+    assert result.out_of_order.moved_back == ((ids[2], to_ms(T0 + timedelta(seconds=1)), to_ms(T0 + timedelta(seconds=2))),)
+    assert (ids[2], T0 + timedelta(seconds=1)) in archived_versions(local_lake, "currency")
+    assert "currency_id %d at 2024-11-04T09:30:11.000 (behind its version at 2024-11-04T09:30:12.000)" % ids[2] in (
+        result.out_of_order.describe(contract.SOURCE_TABLES["currency"]))
+    # Read again in the look-back window, the version is archived already: no new capture, nothing reported.
+    again = _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=2))["currency"]
+    assert again.rows == 0 and not again.out_of_order
 
 
 def test_unchanged_rows_read_again_are_not_reported(source_url, local_lake):

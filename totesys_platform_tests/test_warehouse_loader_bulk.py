@@ -162,7 +162,6 @@ def _with_check_constraint(conn: psycopg.Connection) -> None:
 @pytest.mark.parametrize("failure, message", [
     ("database", r"refused the load: .*test_no_13"),
     ("reference", r"dangling reference.*design_id = 424242 is not in dim_design\.design_id.*sales_order_id 12"),
-    ("version", r"different rows for the same version .*: 11 at 2024-01-03 07:55:00\.999 \(2 variants\)"),
 ])
 def test_a_failure_after_the_drop_leaves_indexes_constraints_and_rows_as_they_were(
         loaded, monkeypatch, existing, failure, message):
@@ -177,14 +176,12 @@ def test_a_failure_after_the_drop_leaves_indexes_constraints_and_rows_as_they_we
     bad = {
         "database": [sales_row(12, T1, units_sold=13)],
         "reference": [sales_row(12, T1, design_id=424242)],
-        "version": [sales_row(11, T2), sales_row(11, T2, units_sold=7)],
     }[failure]
     batch = arrow(FACT, [sales_row(10, T1), sales_row(11, T1), *bad])
 
     with pytest.raises(WarehouseLoadError, match=message):
         load_table(conn, FACT, batch, "append_versions")
-    if failure != "version" or not existing:  # a catch-up refuses a version conflict before touching anything
-        assert len(names(seen[0])[0]) < len(names(before)[0]), "the failure must come after the drop"
+    assert len(names(seen[0])[0]) < len(names(before)[0]), "the failure must come after the drop"
     conn.rollback()
 
     assert catalog(conn) == before

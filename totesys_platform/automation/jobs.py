@@ -14,11 +14,12 @@ from totesys_platform.automation.checks import (
 from totesys_platform.automation.observability import configure_run_logging
 from totesys_platform.automation.run_sizes import ecs_tags
 from totesys_platform.automation.source_checks import SOURCE_CHECKS
-from totesys_platform.lake.ingestion.assets import ingestion_key
+from totesys_platform.lake.ingestion.assets import capture_check_key, ingestion_key
 from totesys_platform.lake.processed.assets import processed_key
 from totesys_platform.lake.processed.transforms import PROCESSED_SPECS
 from totesys_platform.resources import LakeResource, TotesysDatabase, WarehouseDatabase
 from totesys_platform.source.assets import source_key
+from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.warehouse.assets import warehouse_key
 from totesys_platform.warehouse.rebuild import rebuild_warehouse
 
@@ -53,10 +54,11 @@ REPORT_KEY = dg.AssetKey(["analytics", "sales_report"])
 totesys_etl = dg.define_asset_job(
     ETL_JOB_NAME,
     selection=(dg.AssetSelection.all().without_checks() - dg.AssetSelection.assets(REPORT_KEY))
-    | dg.AssetSelection.checks(*REFERENTIAL_CHECKS),
+    | dg.AssetSelection.checks(*REFERENTIAL_CHECKS)
+    | dg.AssetSelection.checks(*(capture_check_key(t) for t in TABLE_NAMES)),
     description=(
         "The pipeline: totesys -> ingestion zone -> processed zone -> warehouse, with the blocking "
-        "referential-integrity checks."
+        "referential-integrity checks and the extraction's versions_move_forward warnings."
     ),
     executor_def=dg.in_process_executor,
     config=RUN_LOGGING.run_config or None,
@@ -100,10 +102,12 @@ validation_schedule = dg.ScheduleDefinition(
 
 
 def tick_checks(assets: list[dg.AssetKey]) -> list[dg.AssetCheckKey]:
-    """The checks a tick evaluates: the blocking references_resolve of the facts it loads. Without this list a
-    run of a subset of assets evaluates every check on them, the hourly whole-history ones included."""
+    """The checks a tick evaluates: the blocking references_resolve of the facts it loads and the extraction's
+    own versions_move_forward. Without this list a run of a subset of assets evaluates every check on them, the
+    hourly whole-history ones included."""
     selected = set(assets)
-    return [key for check in REFERENTIAL_CHECKS for key in check.check_keys if key.asset_key in selected]
+    return [key for check in REFERENTIAL_CHECKS for key in check.check_keys if key.asset_key in selected] + [
+        capture_check_key(t) for t in TABLE_NAMES if ingestion_key(t) in selected]
 
 
 def downstream_of(tables: list[str]) -> list[dg.AssetKey]:

@@ -403,9 +403,9 @@ class LakeTable:
             raise _delta_error("commit to", self, err) from None
         return self._committed(read, commit_id, rows)
 
-    def merge(self, data: pa.Table, key: str, *, read: Snapshot, stage: str, state: dict) -> Commit:
-        """Upsert `data` by `key` (update every column of a matching row, insert the others) and record `state`,
-        in one commit; a table that does not exist yet is created with the rows."""
+    def merge(self, data: pa.Table, key: str | tuple[str, ...], *, read: Snapshot, stage: str, state: dict) -> Commit:
+        """Upsert `data` by `key`, one column or several (update every column of a matching row, insert the
+        others) and record `state`, in one commit; a table that does not exist yet is created with the rows."""
         from deltalake.exceptions import CommitFailedError
 
         if read.delta is None or data.num_rows == 0:
@@ -415,7 +415,9 @@ class LakeTable:
         self.zone.check_exclusive_commits()
         commit_id = uuid.uuid4().hex
         try:
-            (read.delta.merge(data, f"t.{key} = s.{key}", source_alias="s", target_alias="t",
+            # Key columns are the star schema's own names, never data.
+            matches = " AND ".join(f"t.{k} = s.{k}" for k in ((key,) if isinstance(key, str) else key))
+            (read.delta.merge(data, matches, source_alias="s", target_alias="t",
                               commit_properties=self._commit_properties(read, stage, state, commit_id))
              .when_matched_update_all().when_not_matched_insert_all().execute())
         except CommitFailedError:

@@ -69,7 +69,7 @@ class TableWrite:
     data: pa.Table | Spool | None
     rows: int = 0
     mode: str = "append"
-    key: str | None = None  # the merge key (mode "merge")
+    key: str | tuple[str, ...] | None = None  # the merge key, one column or several (mode "merge")
     evolve_schema: bool = False  # add columns the data has and the table does not
     properties: dict[str, str] = field(default_factory=dict)  # table properties, when the commit creates it
 

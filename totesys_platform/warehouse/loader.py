@@ -5,9 +5,9 @@ Plain psycopg, no Dagster. Two modes, one per kind of table (contract rules 5 an
 
 - ``upsert`` (dimensions): new keys are inserted, keys whose values differ are updated, equal rows are left
   untouched (not even rewritten). Within one batch the last row of a key wins.
-- ``append_versions`` (facts): a version, i.e. (natural id, last_updated_date, last_updated_time), is
-  inserted once; its later arrivals are ignored. Identical duplicates in one batch collapse; two different
-  rows for the same version in one batch are an error.
+- ``append_versions`` (facts): a version, i.e. (natural id, last_updated_date, last_updated_time), is one row;
+  a version arriving again with other content (captured again: changed in place in the source) updates that
+  row, an identical arrival is ignored. Within one batch the last row of a version wins.
 
 Before a fact is merged, every foreign key is checked against the dimensions (one anti-join per key), so a
 dangling reference is reported by table, column, value and natural key rather than as a constraint name. A bulk
@@ -55,7 +55,7 @@ class LoadStats:
     table: str
     staged: int  # rows received (duplicates included)
     inserted: int
-    updated: int  # always 0 for facts
+    updated: int  # facts: versions captured again with other content
     unchanged: int  # distinct keys (dimension) or versions (fact) already present with these values
     # A bulk fact load re-added the foreign keys, which validated every row of the table (not compared: a
     # property of how the rows went in, not of what they are).
@@ -154,8 +154,7 @@ def load_table(conn: psycopg.Connection, table: str, data: pa.Table, mode: Mode)
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_table_lock_key(target.name),))
         validated = False
         if target.kind == "fact":
-            inserted, unchanged, validated = _load_fact(conn, target, data)
-            updated = 0
+            inserted, updated, unchanged, validated = _load_fact(conn, target, data)
         else:
             inserted, updated, unchanged = _load_dimension(conn, target, data)
     except psycopg.Error as err:
@@ -165,9 +164,9 @@ def load_table(conn: psycopg.Connection, table: str, data: pa.Table, mode: Mode)
     return LoadStats(table, data.num_rows, inserted, updated, unchanged, references_validated=validated)
 
 
-def _load_fact(conn: psycopg.Connection, target: TargetTable, data: pa.Table) -> tuple[int, int, bool]:
-    """Append the batch's new versions; return (inserted, unchanged, whether adding the foreign keys back
-    validated every row of the table). See `_load_kind` for the three ways."""
+def _load_fact(conn: psycopg.Connection, target: TargetTable, data: pa.Table) -> tuple[int, int, int, bool]:
+    """Append the batch's new versions and update those captured again; return (inserted, updated, unchanged,
+    whether adding the foreign keys back validated every row of the table). See `_load_kind` for the three ways."""
     kind = _load_kind(conn, target, data.num_rows)
     fact = sql.Identifier(TABLE_SCHEMA, target.name)
     if kind != "tick":
@@ -179,11 +178,13 @@ def _load_fact(conn: psycopg.Connection, target: TargetTable, data: pa.Table) ->
         # adding the constraints back fail, the fact's own rows name the offending keys.
         with (_memory_raised(conn), _foreign_keys_validated_once(conn, target, fact),
               _indexes_built_after(conn, target, fact, keys=True)):
-            return _copy_into_empty(conn, target, versions), 0, True
-    staging = _stage(conn, target, data)
+            return _copy_into_empty(conn, target, versions), 0, 0, True
+    staging = _stage(conn, target, last_capture_per_version(target, data))
+    updated = 0
     if kind == "tick":
         _check_version_conflicts(conn, target, staging)
         _check_references(conn, target, staging)
+        updated = _update_recaptured(conn, target, staging)
         inserted, unchanged = _merge_versions(conn, target, staging)
     else:
         with _memory_raised(conn):
@@ -194,9 +195,41 @@ def _load_fact(conn: psycopg.Connection, target: TargetTable, data: pa.Table) ->
                 _check_version_conflicts(conn, target, staging)
             with (_foreign_keys_validated_once(conn, target, staging),
                   _indexes_built_after(conn, target, staging, keys=kind == "initial")):
+                if kind == "bulk":
+                    updated = _update_recaptured(conn, target, staging)
                 inserted, unchanged = _merge_versions(conn, target, staging, kind)
     conn.execute(sql.SQL("DROP TABLE {}").format(staging))
-    return inserted, unchanged, kind != "tick"
+    return inserted, updated, unchanged - updated, kind != "tick"
+
+
+def last_capture_per_version(target: TargetTable, data: pa.Table) -> pa.Table:
+    """`data` with, of the rows of one version, only the last (rows come in capture order), order kept."""
+    if data.num_rows < 2:
+        return data
+    position = "__position"
+    indexed = data.select(list(target.version_key)).append_column(position, pa.array(range(data.num_rows), pa.int64()))
+    last = indexed.group_by(list(target.version_key), use_threads=False).aggregate([(position, "max")])
+    if last.num_rows == data.num_rows:
+        return data
+    kept = last[f"{position}_max"]
+    return data.take(pc.take(kept, pc.sort_indices(kept)))
+
+
+def _update_recaptured(conn: psycopg.Connection, target: TargetTable, staging: sql.Identifier) -> int:
+    """Give the fact's rows of staged versions the staged content where it differs (a version captured again,
+    changed in place in the source: contract section 4); returns how many rows changed."""
+    natural, date_col, time_col = target.version_key
+    others = [c for c in target.column_names if c not in target.version_key]
+    return conn.execute(sql.SQL("""
+        UPDATE {fact} AS f SET ({others}) = ({staged})
+        FROM {staging} AS s
+        WHERE f.{nk} = s.{nk} AND f.{d} = s.{d} AND f.{t} = s.{t} AND ({current}) IS DISTINCT FROM ({staged})
+    """).format(
+        fact=sql.Identifier(TABLE_SCHEMA, target.name), staging=staging, others=_cols(others),
+        staged=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in others),
+        current=sql.SQL(", ").join(sql.SQL("f.{}").format(sql.Identifier(c)) for c in others),
+        nk=sql.Identifier(natural), d=sql.Identifier(date_col), t=sql.Identifier(time_col),
+    )).rowcount
 
 
 def _load_dimension(conn: psycopg.Connection, target: TargetTable, data: pa.Table) -> tuple[int, int, int]:

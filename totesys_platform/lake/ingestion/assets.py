@@ -6,7 +6,7 @@ from datetime import timedelta
 import dagster as dg
 from pydantic import Field
 
-from totesys_platform.lake.ingestion.extract import TableExtract, archive_schema, prepare_extraction
+from totesys_platform.lake.ingestion.extract import RECAPTURED_TOTAL, TableExtract, archive_schema, prepare_extraction
 from totesys_platform.lake.metadata import column_schema, preview_markdown
 from totesys_platform.resources import LakeResource, TotesysDatabase
 from totesys_platform.source.assets import source_key
@@ -37,6 +37,23 @@ INGESTION_SPECS = [
 ]
 
 
+# Evaluated by the extraction itself, in every run that extracts the table: free, so every tick evaluates it.
+VERSIONS_MOVE_FORWARD = "versions_move_forward"
+CAPTURE_CHECK_SPECS = [
+    dg.AssetCheckSpec(
+        VERSIONS_MOVE_FORWARD, asset=ingestion_key(table), blocking=False,
+        description=(f"Warns when `{table}` rows changed without `last_updated` moving forward (changed in place, or "
+                     "moved backwards): they are archived as new captures and the latest capture wins downstream, "
+                     "but the writer should be fixed. The metadata names the ids."),
+    )
+    for table in TABLE_NAMES
+]
+
+
+def capture_check_key(table: str) -> dg.AssetCheckKey:
+    return dg.AssetCheckKey(ingestion_key(table), VERSIONS_MOVE_FORWARD)
+
+
 class ExtractConfig(dg.Config):
     lookback_minutes: float = 15.0
     connections: int = Field(
@@ -52,6 +69,7 @@ def _output(result: TableExtract) -> dg.Output:
         "watermark_from": str(result.watermark_from) if result.watermark_from else "(start)",
         "watermark_to": str(result.watermark_to) if result.watermark_to else "(empty)",
     }
+    metadata[RECAPTURED_TOTAL] = int(result.write.state.get(RECAPTURED_TOTAL, 0)) if result.write.state else 0
     if result.added_columns:
         metadata["columns_outside_contract"] = ", ".join(f"{name} ({pg_type})" for name, pg_type in result.added_columns)
     if result.rows:
@@ -59,7 +77,19 @@ def _output(result: TableExtract) -> dg.Output:
     return dg.Output(result.write, output_name=ingestion_key(result.table).to_python_identifier(), metadata=metadata)
 
 
-@dg.multi_asset(specs=INGESTION_SPECS, name="extract_totesys", can_subset=True, pool="totesys_extract")
+def _capture_check(result: TableExtract) -> dg.AssetCheckResult:
+    captures = result.out_of_order
+    return dg.AssetCheckResult(
+        asset_key=ingestion_key(result.table), check_name=VERSIONS_MOVE_FORWARD, passed=not captures,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=captures.describe(SOURCE_TABLES[result.table]) if captures else None,
+        metadata={"changed_in_place": len(captures.changed_in_place), "moved_back": len(captures.moved_back),
+                  "ids": ", ".join(map(str, captures.ids()[:50])) or "(none)"},
+    )
+
+
+@dg.multi_asset(specs=INGESTION_SPECS, check_specs=CAPTURE_CHECK_SPECS, name="extract_totesys", can_subset=True,
+                pool="totesys_extract")
 def extract_totesys(
     context: dg.AssetExecutionContext, config: ExtractConfig, totesys: TotesysDatabase, lake: LakeResource
 ):
@@ -78,6 +108,10 @@ def extract_totesys(
     try:
         for result in run.results.values():
             yield _output(result)
+        checks = context.selected_asset_check_keys
+        for result in run.results.values():
+            if capture_check_key(result.table) in checks:
+                yield _capture_check(result)
     finally:  # a failed commit stops the step: the batches not committed yet go too
         run.discard()
     failure = run.first_failure()

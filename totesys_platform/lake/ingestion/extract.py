@@ -38,7 +38,7 @@ from totesys_platform.lake.ingestion.source_schema import (
     SOURCE_SCHEMA, LiveTable, SourceError, contract_tables, schema_error, schema_problems, validate_source_schema,
 )
 from totesys_platform.lake.ingestion.versions import (
-    ANOMALY_SAMPLE, Deduplicator, TableState, VersionOrderError, from_ms, iso, version_order_error,
+    ANOMALY_SAMPLE, BATCH_COLUMN, Deduplicator, OutOfOrderCaptures, TableState, from_ms, iso,
 )
 from totesys_platform.lake.writes import Spool, TableWrite, commit_write
 from totesys_platform.redaction import dsn_secrets, redact_text, redact_url
@@ -48,8 +48,9 @@ PREVIEW_ROWS = 5
 STAGE = "extract"
 # Every archived row also carries the number of the extraction batch that archived it (the table's Delta
 # application-transaction version: 1, 2, ...) and that batch's time (UTC): the order of captures.
-BATCH_COLUMN = "_batch"
 EXTRACTED_AT_COLUMN = "_extracted_at"
+# The extraction state's count of captures out of order (OutOfOrderCaptures) since the table began.
+RECAPTURED_TOTAL = "recaptured_total"
 ARCHIVE_COLUMNS = (pa.field(BATCH_COLUMN, pa.int64(), nullable=False),
                    pa.field(EXTRACTED_AT_COLUMN, pa.timestamp("us"), nullable=False))
 
@@ -71,6 +72,7 @@ class TableExtract:
     preview: pa.Table  # the first <= 5 archived rows
     total_rows: int = 0  # versions archived for this table by all batches, this one included
     added_columns: tuple[tuple[str, str], ...] = ()  # (column, PostgreSQL type) the source has beyond the contract
+    out_of_order: OutOfOrderCaptures = OutOfOrderCaptures()  # rows captured although last_updated did not move forward
     commit: Commit | None = None  # set once the write is committed (by `extract_tables`; the IO manager's is in Dagster)
 
 
@@ -203,17 +205,17 @@ def _extract_table(
             ) from None
         raise
 
-    if dedup.changed_in_place or dedup.moved_back:
-        if spool is not None:
-            spool.discard()
-        raise version_order_error(table, dedup)
+    out_of_order = dedup.out_of_order()
     if late_rows is not None:
         report_late(table, late_rows, say)
+        out_of_order = out_of_order + late_rows.out_of_order()
+    if out_of_order:
+        say(f"WARNING {out_of_order.describe(table)}")
     vanished = dedup.vanished()
     if vanished:
         say(
             f"WARNING {table.name}: {len(vanished)} id(s) archived in the look-back window were not read again "
-            f"(deleted in the source, or last_updated moved backwards), e.g. {table.primary_key} "
+            f"(deleted in the source, or last_updated moved back below the window), e.g. {table.primary_key} "
             + ", ".join(f"{pk} (last archived at {iso(from_ms(ms))})" for pk, ms in vanished[:ANOMALY_SAMPLE])
             + "; the hourly source_matches_lake check reports every such row"
         )
@@ -227,7 +229,7 @@ def _extract_table(
     if spool is None:  # reported with the other unchanged tables by extract_tables, in one line
         return TableExtract(
             table.name, 0, TableWrite(previous, STAGE, previous.state, None), previous.txn_version, watermark_from,
-            watermark_from, dedup.duplicates, preview, before, live.added)
+            watermark_from, dedup.duplicates, preview, before, live.added, out_of_order)
 
     next_state = dedup.next_state(read_from)
     state_json = next_state.to_json(table.column_names) | {
@@ -236,6 +238,8 @@ def _extract_table(
         "batch_ts": batch_ts.isoformat(timespec="microseconds"),
         "snapshot": snapshot,
         "total_rows": before + spool.rows,
+        # Captures of versions out of order, ever: a processed table that consumed fewer merges its rows by version.
+        RECAPTURED_TOTAL: int(previous.state.get(RECAPTURED_TOTAL, 0)) + out_of_order.count,
     }
     say(f"{table.name}: {spool.rows} new versions since {since} ({dedup.duplicates} already archived), batch {number}")
     write = TableWrite(previous, STAGE, state_json, spool.finish(), rows=spool.rows, evolve_schema=True,
@@ -251,6 +255,7 @@ def _extract_table(
         preview=preview,
         total_rows=before + spool.rows,
         added_columns=live.added,
+        out_of_order=out_of_order,
     )
 
 
@@ -512,5 +517,5 @@ def read_source_table(source_url: str, table_name: str, *, connect_timeout: floa
     return pa.Table.from_batches(batches, schema=table.arrow_schema)
 
 
-__all__ = ["Extraction", "SourceError", "TableExtract", "VersionOrderError", "archive_schema", "extract_tables",
+__all__ = ["Extraction", "OutOfOrderCaptures", "SourceError", "TableExtract", "archive_schema", "extract_tables",
            "prepare_extraction", "read_source_table", "validate_source_schema"]

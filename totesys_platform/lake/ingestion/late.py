@@ -9,10 +9,9 @@ older than the `xmin` of the snapshot of the table's last batch, whatever their 
 committed since, however long its transaction stayed open. (Those within the look-back window are read anyway;
 the rest are the *late* rows.)
 
-A late row is archived unless the archive already holds its version: the same content (a row rewritten
-without change) is skipped, other content (changed without moving `last_updated`) or a version behind the
-id's latest archived one (moved backwards) is skipped and reported, as the hourly `source_matches_lake`
-check does.
+A late row is archived unless the archive already holds its version with the same content (a row rewritten
+without change). Other content for an archived version (changed without moving `last_updated`), or a version
+behind the id's latest archived one (moved backwards), is archived as a new capture and reported.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from totesys_platform.lake.delta import LakeTable, Snapshot
-from totesys_platform.lake.ingestion.versions import ANOMALY_SAMPLE, _fingerprints, from_ms, iso, to_ms
+from totesys_platform.lake.ingestion.versions import BATCH_COLUMN, OutOfOrderCaptures, _fingerprints, to_ms
 from totesys_platform.source import contract
 
 XID_MODULUS = 2**32  # a row's xmin is a 32-bit xid; a snapshot lists 64-bit ones (epoch and xid)
@@ -58,10 +57,13 @@ class SourceSnapshot:
 class LateRows:
     """The late rows of one run, split by what the archive holds."""
 
-    new: pa.Table  # versions the archive does not hold: archived by this run
+    new: pa.Table  # rows archived by this run: new versions, and new captures of those out of order
     rewritten: int = 0  # versions the archive holds with the same content
     changed_in_place: list[tuple[int, int]] = field(default_factory=list)  # (id, last_updated ms)
     moved_back: list[tuple[int, int, int]] = field(default_factory=list)  # (id, last_updated, later archived)
+
+    def out_of_order(self) -> OutOfOrderCaptures:
+        return OutOfOrderCaptures(tuple(self.changed_in_place), tuple(self.moved_back))
 
 
 def classify_late(late: pa.Table, archive: LakeTable, snapshot: Snapshot, table: contract.SourceTable) -> LateRows:
@@ -70,8 +72,10 @@ def classify_late(late: pa.Table, archive: LakeTable, snapshot: Snapshot, table:
         return LateRows(late)
     pk, columns = table.primary_key, list(contract.SOURCE_TABLES[table.name].column_names)
     ids = pc.unique(late[pk])
-    archived = archive.read(snapshot, columns=columns, filters=[(pk, "in", ids.to_pylist())])
+    archived = archive.read(snapshot, columns=[*columns, BATCH_COLUMN], filters=[(pk, "in", ids.to_pylist())])
     archived = archived.filter(pc.is_in(archived[pk], value_set=ids))
+    # In capture order, so that of a version captured more than once the latest capture is the one compared.
+    archived = archived.sort_by(BATCH_COLUMN).drop_columns([BATCH_COLUMN])
     known: dict[tuple[int, int], str] = {}
     latest: dict[int, int] = {}
     if archived.num_rows:
@@ -90,31 +94,24 @@ def classify_late(late: pa.Table, archive: LakeTable, snapshot: Snapshot, table:
     keep = []
     for i, (key, ms) in enumerate(zip(late[pk].to_pylist(), (to_ms(t) for t in late["last_updated"].to_pylist()))):
         if (key, ms) in known:
-            if known[(key, ms)] == fingerprints[i]:
+            same = known[(key, ms)] == fingerprints[i]
+            if same:
                 result.rewritten += 1
             else:
                 result.changed_in_place.append((key, ms))
-            keep.append(False)
-        elif key in latest and ms < latest[key]:
-            result.moved_back.append((key, ms, latest[key]))
-            keep.append(False)
+            keep.append(not same)
         else:
+            if key in latest and ms < latest[key]:
+                result.moved_back.append((key, ms, latest[key]))
             keep.append(True)
     result.new = late.filter(pa.array(keep, pa.bool_()))
     return result
 
 
 def report_late(table: contract.SourceTable, late: LateRows, say: Callable[[str], None]) -> None:
-    pk = table.primary_key
     if late.new.num_rows:
         say(f"{table.name}: {late.new.num_rows} version(s) committed late (behind the look-back window, by "
             "transactions open at the last batch's snapshot) are archived now")
-    if late.changed_in_place or late.moved_back:
-        sample = [f"{key} at {iso(from_ms(ms))} (changed in place)" for key, ms in late.changed_in_place] + [
-            f"{key} at {iso(from_ms(ms))} (behind its archived {iso(from_ms(later))})" for key, ms, later in late.moved_back]
-        say(f"WARNING {table.name}: {len(sample)} row(s) rewritten behind the look-back window without moving "
-            f"last_updated forward were not archived, e.g. {pk} " + ", ".join(sample[:ANOMALY_SAMPLE])
-            + "; the hourly source_matches_lake check reports every such row")
 
 
 __all__ = ["LateRows", "SourceSnapshot", "classify_late", "report_late"]

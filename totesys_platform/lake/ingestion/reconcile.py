@@ -5,8 +5,10 @@ without its last_updated moving forward. This comparison reads every source row 
 version of every id, and sorts each difference into one of these:
 
 - pending: the source row is newer than its archived version and the next extraction will read it;
-- changed_in_place: same (id, last_updated), other content: a change without moving last_updated;
-- moved_back: the source's last_updated is earlier than the latest archived version of the id;
+- changed_in_place: same (id, last_updated), other content: a change without moving last_updated that no
+  extraction has captured yet (extraction captures those made since the last batch's snapshot);
+- moved_back: the source's last_updated is earlier than the latest archived version of the id (captured as
+  its own version, and reported here until the writer's owners fix it);
 - missed: a version newer than the archive but below the extraction's window (committed later than the
   look-back allows): no extraction will ever read it;
 - deleted: archived, no longer in the source (facts keep their history; reported, not an error).
@@ -23,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from totesys_platform.lake.delta import LakeZone
-from totesys_platform.lake.ingestion.extract import read_source_table
+from totesys_platform.lake.ingestion.extract import BATCH_COLUMN, read_source_table
 from totesys_platform.lake.store import LakeError
 from totesys_platform.source import contract
 
@@ -49,12 +51,13 @@ class SourceDrift:
 
 
 def latest_archived(ingestion: LakeZone, table: contract.SourceTable) -> tuple[pa.Table, datetime | None]:
-    """The latest archived version of each id (quarantined versions included: they were archived), and the
-    point the next extraction reads from."""
+    """The latest archived version of each id, its latest capture (quarantined versions included: they were
+    archived), and the point the next extraction reads from."""
     archive = ingestion.table(table.name)
     snapshot = archive.snapshot()
-    rows = archive.read(snapshot, columns=table.column_names)
-    data = rows.cast(table.arrow_schema) if rows is not None else table.arrow_schema.empty_table()
+    rows = archive.read(snapshot, columns=[*table.column_names, BATCH_COLUMN])
+    captured = pa.schema([*table.arrow_schema, pa.field(BATCH_COLUMN, pa.int64())])
+    data = rows.cast(captured) if rows is not None else captured.empty_table()
     reach = None
     if snapshot.state:
         try:
@@ -64,7 +67,7 @@ def latest_archived(ingestion: LakeZone, table: contract.SourceTable) -> tuple[p
                 f"{table.name}: the extraction state recorded in {archive.uri} version {snapshot.version} is "
                 f"unreadable ({type(err).__name__}: {err}); restore the table's _delta_log from a backup"
             ) from None
-    return last_per_key(data, table.primary_key, ["last_updated"]), reach
+    return last_per_key(data, table.primary_key, ["last_updated", BATCH_COLUMN]).drop_columns([BATCH_COLUMN]), reach
 
 
 def last_per_key(data: pa.Table, key: str, order_by: list[str]) -> pa.Table:

@@ -15,10 +15,11 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from totesys_platform.lake.ingestion.source_schema import SourceError
 from totesys_platform.lake.store import LakeError
 from totesys_platform.source import contract
 
+# Every archived row carries the number of the extraction batch that archived it: the order of captures.
+BATCH_COLUMN = "_batch"
 STATE_FORMAT = 2  # 2 adds a content fingerprint to each remembered version (format 1 states still load)
 # Anomalies named in an error message; the rest are counted.
 ANOMALY_SAMPLE = 10
@@ -26,11 +27,38 @@ _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
 
 
-class VersionOrderError(SourceError):
-    """A row changed without last_updated moving forward: its change cannot be archived as a new version.
+@dataclass(frozen=True)
+class OutOfOrderCaptures:
+    """Rows archived although `last_updated` did not move forward with their change (contract, section 4): the
+    same version with other content (changed in place), or a version behind the id's latest archived one
+    (moved backwards). Each is a new capture; downstream, the latest capture of a version wins."""
 
-    Either the same (id, last_updated) was read again with different content, or a row came back with a
-    last_updated earlier than a version of it already archived. Nothing was committed for the table."""
+    changed_in_place: tuple[tuple[int, int], ...] = ()  # (id, last_updated ms)
+    moved_back: tuple[tuple[int, int, int], ...] = ()  # (id, last_updated ms, the later version archived, ms)
+
+    @property
+    def count(self) -> int:
+        return len(self.changed_in_place) + len(self.moved_back)
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def __add__(self, other: "OutOfOrderCaptures") -> "OutOfOrderCaptures":
+        return OutOfOrderCaptures(self.changed_in_place + other.changed_in_place, self.moved_back + other.moved_back)
+
+    def ids(self) -> list[int]:
+        return sorted({pk for pk, *_ in (*self.changed_in_place, *self.moved_back)})
+
+    def describe(self, table: contract.SourceTable) -> str:
+        """What was captured, naming up to ANOMALY_SAMPLE rows, and the fix for the writer's owners."""
+        pk = table.primary_key
+        sample = [f"{pk} {key} at {iso(from_ms(ms))} (changed in place)" for key, ms in self.changed_in_place] + [
+            f"{pk} {key} at {iso(from_ms(ms))} (behind its version at {iso(from_ms(later))})"
+            for key, ms, later in self.moved_back]
+        more = f" and {self.count - ANOMALY_SAMPLE} more" if self.count > ANOMALY_SAMPLE else ""
+        return (f"{table.name}: {self.count} row(s) changed without last_updated moving forward were captured: "
+                + ", ".join(sample[:ANOMALY_SAMPLE]) + more + f". Ask the totesys owners to set last_updated to the "
+                f"time of every change (UPDATE {table.name} SET ..., last_updated = now()) and fix the writer.")
 
 
 def to_ms(ts: datetime) -> int:
@@ -98,7 +126,7 @@ def _fingerprints(batch: pa.RecordBatch, rows: Sequence[int]) -> list[str]:
 
 class Deduplicator:
     """Drops versions already archived, tracks the new watermark and the versions to remember, and finds
-    rows whose last_updated did not move forward with their change (see VersionOrderError).
+    rows whose last_updated did not move forward with their change (kept: see OutOfOrderCaptures).
 
     Vectorised: only rows whose id the state remembers are looked at one by one (a handful on a tick,
     none on a first run); the rest is Arrow compute over each batch.
@@ -123,7 +151,7 @@ class Deduplicator:
         # versions and fingerprints are taken in next_state, once the final watermark is known.
         self.window: list[pa.RecordBatch] = []
         self.window_rows = 0
-        self.changed_in_place: list[tuple[int, int]] = []  # same (id, last_updated), other content
+        self.changed_in_place: list[tuple[int, int]] = []  # same (id, last_updated), other content: archived
         self.moved_back: list[tuple[int, int, int]] = []  # (id, last_updated read, later version archived)
         self.rows = 0
         self.duplicates = 0
@@ -139,11 +167,12 @@ class Deduplicator:
                 self._find_moved_back(keys)
                 repeated = [(i, key) for i, key in zip(rows.to_pylist(), keys) if key in self.seen]
                 if repeated:
-                    self.duplicates += len(repeated)
-                    self._compare_fingerprints(batch, repeated)
+                    # A version read again is dropped, unless its content changed: then it is a new capture.
+                    changed = self._compare_fingerprints(batch, repeated)
+                    self.duplicates += len(repeated) - len(changed)
                     keep = [True] * batch.num_rows
                     for i, _ in repeated:
-                        keep[i] = False
+                        keep[i] = i in changed
                     mask = pa.array(keep)
                     batch, last_updated = batch.filter(mask), last_updated.filter(mask)
         if batch.num_rows:
@@ -158,14 +187,19 @@ class Deduplicator:
             latest = self.latest_seen.get(pk)
             if latest is not None:
                 self.read_again.add(pk)
-                if ms < latest:
+                # (A version behind the latest that was archived before is no news: captured already.)
+                if ms < latest and (pk, ms) not in self.seen:
                     self.moved_back.append((pk, ms, latest))
 
-    def _compare_fingerprints(self, batch: pa.RecordBatch, repeated: list[tuple[int, tuple[int, int]]]) -> None:
+    def _compare_fingerprints(self, batch: pa.RecordBatch, repeated: list[tuple[int, tuple[int, int]]]) -> set[int]:
+        """The rows (indexes in `batch`) whose content differs from the version archived before."""
         rows = [(i, key) for i, key in repeated if key in self.seen_fingerprints]
-        for (_, key), fingerprint in zip(rows, _fingerprints(batch, [i for i, _ in rows])):
+        changed = set()
+        for (i, key), fingerprint in zip(rows, _fingerprints(batch, [i for i, _ in rows])):
             if fingerprint != self.seen_fingerprints[key]:
                 self.changed_in_place.append(key)
+                changed.add(i)
+        return changed
 
     def _remember(self, batch: pa.RecordBatch, last_updated: pa.Array) -> None:
         # The final watermark is >= max_ms, so rows below max_ms - lookback will be forgotten anyway.
@@ -183,6 +217,9 @@ class Deduplicator:
                 b.column(self.lu_index).cast(pa.int64()), floor))).num_rows]
             self.window_rows = sum(b.num_rows for b in self.window)
             self._prune_at = max(10_000, 2 * self.window_rows)
+
+    def out_of_order(self) -> OutOfOrderCaptures:
+        return OutOfOrderCaptures(tuple(self.changed_in_place), tuple(self.moved_back))
 
     def vanished(self) -> list[tuple[int, int]]:
         """Remembered ids this run did not read again at all: deleted in the source, or their last_updated
@@ -202,24 +239,3 @@ class Deduplicator:
             versions.update(keys)
             fingerprints.update(zip(keys, _fingerprints(batch, rows.to_pylist())))
         return TableState(self.max_ms, window_start, versions, fingerprints)
-
-
-def version_order_error(table: contract.SourceTable, dedup: Deduplicator) -> VersionOrderError:
-    pk = table.primary_key
-    problems = [
-        f"{pk} {key} at last_updated {iso(from_ms(ms))} was archived before and is now different with the same "
-        "last_updated (changed without moving last_updated)"
-        for key, ms in dedup.changed_in_place[:ANOMALY_SAMPLE]
-    ] + [
-        f"{pk} {key} now has last_updated {iso(from_ms(ms))}, earlier than its version at {iso(from_ms(later))} "
-        "already archived (last_updated moved backwards)"
-        for key, ms, later in dedup.moved_back[:ANOMALY_SAMPLE]
-    ]
-    count = len(dedup.changed_in_place) + len(dedup.moved_back)
-    more = f"\n  - ... and {count - len(problems)} more" if count > len(problems) else ""
-    return VersionOrderError(
-        f"{table.name}: {count} row(s) changed without last_updated moving forward, so the change cannot be "
-        f"archived as a new version; nothing was committed for {table.name}:\n  - " + "\n  - ".join(problems) + more
-        + f"\nAsk the totesys owners to set last_updated to the time of the change on these rows (UPDATE "
-        f"{table.name} SET last_updated = now() WHERE {pk} IN (...)), and fix the writer; the next run archives them."
-    )

@@ -1,4 +1,4 @@
-"""The three facts: one row per distinct source version ``(natural id, last_updated)``; stateless.
+"""The three facts: one row per source version ``(natural id, last_updated)``, its latest capture; stateless.
 
 Each fact's recipe says, column by column, where a target column comes from and how; the builder
 and the column lineage are both read off the recipe, so they cannot drift apart.
@@ -6,7 +6,6 @@ and the column lineage are both read off the recipe, so they cannot drift apart.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -17,10 +16,7 @@ import pyarrow.compute as pc
 from totesys_platform import star_schema
 from totesys_platform.lake.processed import arrow_ops
 from totesys_platform.lake.processed.validation import (
-    BadInputError,
     check_state_keys,
-    first_true,
-    format_value,
     parse_text_dates,
     source_rows,
 )
@@ -73,61 +69,34 @@ FACT_RECIPES: dict[str, FactRecipe] = {
     )),
 }
 
-FIX_CONFLICT = (
-    "totesys must move last_updated on every change: find out which row is right, correct the source, and "
-    "quarantine the wrong version (totesys-platform lake quarantine)"
-)
-
-
 def _differs(a: pa.Array, b: pa.Array) -> pa.Array:
     """Element-wise 'not the same value', NULL-aware (NULL vs NULL is the same)."""
     null_mismatch = pc.not_equal(pc.is_null(a), pc.is_null(b))
     return pc.or_(null_mismatch, pc.fill_null(pc.not_equal(a, b), False))
 
 
-def distinct_versions(name: str, source: str, rows: pa.Table) -> pa.Table:
-    """One row per ``(id, last_updated)``, sorted by it: identical repeats dropped, differing ones an error."""
+def distinct_versions(source: str, rows: pa.Table) -> pa.Table:
+    """One row per ``(id, last_updated)``, sorted by it: of the captures of a version, the last one (`rows` come
+    in capture order; a version captured again was changed in place in the source, see OutOfOrderCaptures)."""
     key = contract.SOURCE_TABLES[source].primary_key
+    # Arrow's sort is stable: the captures of one version keep their order.
     ordered = rows.take(pc.sort_indices(rows, sort_keys=[(key, "ascending"), ("last_updated", "ascending")]))
     ordered = ordered.combine_chunks()
     if ordered.num_rows <= 1:
         return ordered
     earlier, later = ordered.slice(0, ordered.num_rows - 1), ordered.slice(1)
-
-    def column_pair(column: str) -> tuple[pa.Array, pa.Array]:
-        return earlier.column(column).combine_chunks(), later.column(column).combine_chunks()
-
-    same_version = pc.invert(pc.or_(_differs(*column_pair(key)), _differs(*column_pair("last_updated"))))
-    differs_anywhere = functools.reduce(pc.or_, [_differs(*column_pair(c)) for c in ordered.column_names])
-    found = first_true(pc.and_(same_version, differs_anywhere))
-    if found is not None:
-        index, count = found
-        column = next(c for c in ordered.column_names if _differs(*column_pair(c))[index].as_py())
-        first, second = earlier.column(column)[index].as_py(), later.column(column)[index].as_py()
-        version = (
-            f"{key}={format_value(ordered.column(key)[index].as_py())}, "
-            f"last_updated={format_value(ordered.column('last_updated')[index].as_py())}"
-        )
-        more = f" ({count - 1} more such pair{'s' if count > 2 else ''} in this batch)" if count > 1 else ""
-        raise BadInputError(
-            name, version, column,
-            f"two different {source} rows have this version: {format_value(first)} in one, "
-            f"{format_value(second)} in the other{more}",
-            source=source, action=FIX_CONFLICT,
-        )
-    return ordered.filter(_keep_first(same_version))
-
-
-def _keep_first(same_version: pa.Array) -> pa.Array:
-    """Keep a row unless it repeats the version of the row before it."""
-    return pa.concat_arrays([pa.array([True]), pc.invert(same_version)])
+    same_as_next = pc.invert(pc.or_(
+        _differs(earlier.column(key).combine_chunks(), later.column(key).combine_chunks()),
+        _differs(earlier.column("last_updated").combine_chunks(), later.column("last_updated").combine_chunks())))
+    # Keep a row unless the next row is another capture of its version.
+    return ordered.filter(pa.concat_arrays([pc.invert(same_as_next), pa.array([True])]))
 
 
 def build_fact(name: str, inputs: Mapping[str, pa.Table], state: Mapping[str, pa.Table]) -> tuple[pa.Table, dict]:
     recipe = FACT_RECIPES[name]
     check_state_keys(name, state, set())
     key = contract.SOURCE_TABLES[recipe.source].primary_key
-    rows = distinct_versions(name, recipe.source, source_rows(name, inputs, recipe.source))
+    rows = distinct_versions(recipe.source, source_rows(name, inputs, recipe.source))
     arrays = []
     for column in recipe.columns:
         values = rows.column(column.source)

@@ -1,6 +1,7 @@
 """Incremental processing of one processed-zone table: plain logic, no Dagster.
 
-Each processed table is a Delta table in the processed zone: facts keep every version (appended), dim_date
+Each processed table is a Delta table in the processed zone: facts keep every version (appended; merged by
+version when an input captured a version again, changed in place in the source), dim_date
 grows by appended days, the other dimensions hold the latest row per key (merged). Each commit records, per
 input, the ingestion table version it consumed through (`Position`). A run reads only the ingestion commits
 made since (the change data feed), so its cost follows the size of the change, not of history.
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from totesys_platform.lake.delta import ChangesUnavailableError, LakeZone, Position, Snapshot
-from totesys_platform.lake.ingestion.extract import BATCH_COLUMN
+from totesys_platform.lake.ingestion.extract import BATCH_COLUMN, RECAPTURED_TOTAL
 from totesys_platform.lake.processed import arrow_ops
 from totesys_platform.lake.processed.dates import STATE_SCHEMA as DATE_STATE_SCHEMA, STATE_TABLE as DATE_STATE
 from totesys_platform.lake.processed.dimensions import JOINED_DIMENSION_RECIPES
@@ -136,9 +137,14 @@ def _date_state(processed: LakeZone, current: Snapshot) -> dict[str, pa.Table]:
                                  schema=DATE_STATE_SCHEMA)}
 
 
-def _write_mode(name: str) -> tuple[str, str | None]:
+def _write_mode(name: str, recaptures: bool) -> tuple[str, str | tuple[str, ...] | None]:
+    """Facts and dim_date are appended; dimensions merged by key. A fact whose inputs captured some version
+    again since its last commit (changed in place in the source) is merged by version, so that it keeps one row
+    per version, the latest capture."""
     target = TARGET_TABLES[name]
-    if target.kind == "fact" or name == "dim_date":
+    if target.kind == "fact":
+        return ("merge", target.version_key) if recaptures else ("append", None)
+    if name == "dim_date":
         return "append", None
     return "merge", target.natural_key
 
@@ -182,9 +188,13 @@ def process_table(name: str, ingestion: LakeZone, processed: LakeZone, *, spec: 
     if not delta.schema.equals(expected):
         raise TypeError(f"{name}: the builder returned {delta.schema}, expected {expected}")
 
-    mode, key = _write_mode(name)
+    # Captures out of order the inputs made, ever (the extraction state's count), against those already consumed.
+    recaptured = {s: int(inputs[s].state.get(RECAPTURED_TOTAL, 0)) for s in spec.inputs if inputs[s].exists}
+    consumed_recaptures = current.state.get("recaptured") or {}
+    mode, key = _write_mode(name, any(n > int(consumed_recaptures.get(s, 0)) for s, n in recaptured.items()))
     positions = {s: inputs[s].position() for s in spec.inputs if inputs[s].exists}
-    write = TableWrite(current, STAGE, {"consumed": {s: p.to_json() for s, p in positions.items()}},
+    write = TableWrite(current, STAGE, {"consumed": {s: p.to_json() for s, p in positions.items()},
+                                        "recaptured": recaptured},
                        to_lake(name, delta), rows=delta.num_rows, mode="overwrite" if rebuilt and current.exists
                        else mode, key=key)
     return ProcessResult(name, delta.num_rows, write, through, {s: t.num_rows for s, t in rows.items()}, rebuilt)
