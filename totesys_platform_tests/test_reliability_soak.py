@@ -113,7 +113,7 @@ def open_late_transaction(url: str, writer_now: datetime, rng: random.Random) ->
     )
     # Late updates of existing rows too (a payment and a purchase order, both far from the writer's picks).
     # Like every correct writer they move the row's last_updated forward (the contract; a row already
-    # changed later is left alone): extraction refuses a change that does not (VersionOrderError).
+    # changed later is left alone); one that does not is captured and reported (test_change_capture.py).
     conn.execute(
         "UPDATE payment SET paid = NOT paid, last_updated = %s WHERE payment_id = %s AND last_updated < %s",
         (late, rng.randint(1, 50), late),
