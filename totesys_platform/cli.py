@@ -261,6 +261,7 @@ def _one_line(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from totesys_platform.local.launcher import LaunchError
+    from totesys_platform.local.postgres import PostgresAccessError
     from totesys_platform.local.stack import StackError
     from totesys_platform.source.simulator import SimulatorError
 
@@ -270,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"stack": _stack, "seed": _seed, "simulate": _simulate, "run": _run, "lake": _lake}[args.command]
     try:
         return handler(args)
-    except (SimulatorError, StackError, LaunchError, LakeError, SecretResolutionError, ValueError) as err:
+    except (SimulatorError, StackError, LaunchError, LakeError, SecretResolutionError, PostgresAccessError,
+            ValueError) as err:
         print(f"totesys-platform: error: {err}", file=sys.stderr, flush=True)
         return 1
     except psycopg.Error as err:

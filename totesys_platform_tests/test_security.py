@@ -32,7 +32,7 @@ from totesys_platform.analytics.assets import sales_report
 from totesys_platform.automation.checks import ALL_CHECKS
 from totesys_platform.lake.ingestion.assets import extract_totesys
 from totesys_platform.lake.processed.assets import PROCESSED_ASSETS
-from totesys_platform.local.postgres import LocalPostgres, free_port
+from totesys_platform.local.postgres import LocalPostgres, free_port, new_temp_root
 from totesys_platform.resources import WarehouseDatabase, build_resources
 from totesys_platform.source import simulator
 from totesys_platform.source.contract import TABLE_NAMES
@@ -93,7 +93,7 @@ def role_url(port: int, role: str, database: str, password: str | None = PASSWOR
 def start_password_server() -> tuple[LocalPostgres, Path]:
     """A PostgreSQL server of our own whose loopback TCP connections need a password (scram-sha-256),
     except for the superuser, which the test uses to set things up."""
-    root = Path(tempfile.mkdtemp(prefix="totesys-security-"))
+    root = new_temp_root("totesys-security-")
     server = LocalPostgres(root / "data", free_port()).start()
     (server.pgdata / "pg_hba.conf").write_text(
         f"local all all trust\n"
