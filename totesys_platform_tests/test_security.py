@@ -206,7 +206,7 @@ def secured(moto_endpoint):
         sm.create_secret(Name=SECRET_NAME, SecretString=json.dumps({
             "engine": "postgres", "username": "totesys_extractor", "password": PASSWORD,
             "host": "127.0.0.1", "port": port, "dbname": "totesys"}))
-        lake = Path(tempfile.mkdtemp(prefix="totesys-security-lake-"))
+        lake = root / "lake"  # removed with the server's folder
         env = {
             "TOTESYS_DB_URL": f"{secrets.SECRET_PREFIX}{SECRET_NAME}",
             "WAREHOUSE_DB_URL": warehouse_url,
