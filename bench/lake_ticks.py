@@ -20,7 +20,6 @@ import json
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,7 +35,7 @@ from totesys_platform.lake.ingestion.extract import extract_tables  # noqa: E402
 from totesys_platform.lake.maintenance import maintain_table  # noqa: E402
 from totesys_platform.lake.processed.runner import process_table, read_processed_changes  # noqa: E402
 from totesys_platform.lake.writes import commit_write  # noqa: E402
-from totesys_platform.local.postgres import LocalPostgres, free_port  # noqa: E402
+from totesys_platform.local.postgres import LocalPostgres, free_port, new_temp_root  # noqa: E402
 from totesys_platform.source import simulator  # noqa: E402
 from totesys_platform.source.simulator import utc_now  # noqa: E402
 from totesys_platform.source.contract import TABLE_NAMES  # noqa: E402
@@ -109,7 +108,7 @@ def maintain(zones: dict[str, LakeZone]) -> float:
 
 
 def run(args: argparse.Namespace) -> dict:
-    workdir = Path(tempfile.mkdtemp(prefix="lake-ticks-"))
+    workdir = new_temp_root("lake-ticks-")
     server = LocalPostgres(workdir / "pgdata", free_port()).start()
     try:
         for name in ("totesys", "warehouse"):

@@ -24,7 +24,6 @@ import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -41,7 +40,7 @@ from bench.approaches import (  # noqa: E402
 )
 from bench.measure import Measurement, run_measured  # noqa: E402
 from bench.workload import apply_tick  # noqa: E402
-from totesys_platform.local.postgres import LocalPostgres, free_port  # noqa: E402
+from totesys_platform.local.postgres import LocalPostgres, free_port, new_temp_root  # noqa: E402
 from totesys_platform.settings import redact_url  # noqa: E402
 from totesys_platform.source import simulator  # noqa: E402
 from totesys_platform.source.contract import TABLE_NAMES  # noqa: E402
@@ -372,7 +371,7 @@ def run_benchmark(options: Options, output: Path) -> dict:
     logs = options.results_dir / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
-    root = Path(options.workdir or tempfile.mkdtemp(prefix="totesys-bench-")).resolve()
+    root = Path(options.workdir or new_temp_root("totesys-bench-")).resolve()
     root.mkdir(parents=True, exist_ok=True)
     # PostgreSQL runs as an unprivileged user when we are root: its folder must be reachable.
     server = LocalPostgres(root / "pgdata", free_port()).start()

@@ -324,6 +324,7 @@ def _one_line(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from totesys_platform.local.launcher import LaunchError
+    from totesys_platform.local.postgres import PostgresAccessError
     from totesys_platform.local.stack import StackError
     from totesys_platform.source.simulator import SimulatorError
 
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except (SimulatorError, StackError, LaunchError, LakeError, SecretResolutionError, RunOnceError,
-            ValueError) as err:
+            PostgresAccessError, ValueError) as err:
         print(f"totesys-platform: error: {err}", file=sys.stderr, flush=True)
         return 1
     except psycopg.Error as err:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from totesys_platform.local.postgres import LocalPostgres, free_port
+from totesys_platform.local.postgres import LocalPostgres, PostgresAccessError, free_port, new_temp_root
 from totesys_platform.source import simulator
 
 _db_counter = itertools.count()
@@ -25,8 +24,14 @@ def pg_server() -> LocalPostgres:
     Its data folder is outside pytest's tmp tree: a concurrent pytest session resets that tree's
     permissions, and the server (running as an unprivileged user when we are root) would lose it.
     """
-    root = Path(tempfile.mkdtemp(prefix="totesys-pg-"))
-    server = LocalPostgres(root / "data", free_port()).start()
+    root = new_temp_root("totesys-pg-")
+    try:
+        server = LocalPostgres(root / "data", free_port()).start()
+    except PostgresAccessError as err:  # as root, a folder its user cannot enter: one line, no traceback
+        shutil.rmtree(root, ignore_errors=True)
+        problem = getattr(err, "problem", None)
+        reason = f"{problem}: set TMPDIR to a folder it can enter (e.g. TMPDIR=/var/tmp)" if problem else str(err)
+        pytest.exit(f"the tests' PostgreSQL cannot start: {reason}", returncode=1)
     yield server
     server.stop()
     shutil.rmtree(root, ignore_errors=True)

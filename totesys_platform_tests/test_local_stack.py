@@ -6,7 +6,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import yaml
 
 from totesys_platform import cli, settings
 from totesys_platform.local import stack as stack_module
-from totesys_platform.local.postgres import LocalPostgres, free_port
+from totesys_platform.local.postgres import LocalPostgres, free_port, new_temp_root
 from totesys_platform.local.stack import DATABASES, LocalStack, StackError
 
 ROOT = settings.project_root()
@@ -27,7 +26,7 @@ QUIET = lambda _line: None  # noqa: E731
 def stack_dir() -> Path:
     """A new folder for a local stack, outside pytest's tmp tree: a concurrent pytest session resets
     that tree's permissions, which the server (an unprivileged user when we are root) would lose."""
-    folder = Path(tempfile.mkdtemp(prefix="totesys-stack-"))
+    folder = new_temp_root("totesys-stack-")
     yield folder / "local"
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -41,7 +40,7 @@ def stack_env_vars(stack_dir) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def initialised_pgdata() -> Path:
     """A cluster made by initdb once for the module; initdb is the slow part of a first `up`."""
-    folder = Path(tempfile.mkdtemp(prefix="totesys-pg-template-"))
+    folder = new_temp_root("totesys-pg-template-")
     server = LocalPostgres(folder / "data", free_port())
     server.start()
     server.stop()

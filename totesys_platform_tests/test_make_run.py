@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from totesys_platform.local.postgres import free_port
+from totesys_platform.local.postgres import free_port, new_temp_root
 from totesys_platform_tests.readme_walk import (
     BLOCK_TIMEOUT_SECONDS, NOT_RUN, PROJECT, Block, blocks_to_run, readme_blocks, run_readme_blocks, stale_reasons,
 )
@@ -96,7 +95,7 @@ def _in_warehouse(url: str, sales_order_id: int) -> bool:
 @pytest.fixture
 def run_env():
     """A private local folder (outside pytest's tmp tree, see conftest) and free ports."""
-    folder = Path(tempfile.mkdtemp(prefix="totesys-make-run-"))
+    folder = new_temp_root("totesys-make-run-")
     env = {**os.environ, "TOTESYS_LOCAL_DIR": str(folder / "local"), "TOTESYS_LOCAL_PG_PORT": str(free_port())}
     env.pop("DAGSTER_HOME", None)
     yield env

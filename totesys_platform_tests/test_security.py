@@ -32,7 +32,7 @@ from totesys_platform.analytics.assets import sales_report
 from totesys_platform.automation.checks import ALL_CHECKS
 from totesys_platform.lake.ingestion.assets import extract_totesys
 from totesys_platform.lake.processed.assets import PROCESSED_ASSETS
-from totesys_platform.local.postgres import LocalPostgres, free_port
+from totesys_platform.local.postgres import LocalPostgres, free_port, new_temp_root
 from totesys_platform.resources import WarehouseDatabase, build_resources
 from totesys_platform.source import simulator
 from totesys_platform.source.contract import TABLE_NAMES
@@ -93,7 +93,7 @@ def role_url(port: int, role: str, database: str, password: str | None = PASSWOR
 def start_password_server() -> tuple[LocalPostgres, Path]:
     """A PostgreSQL server of our own whose loopback TCP connections need a password (scram-sha-256),
     except for the superuser, which the test uses to set things up."""
-    root = Path(tempfile.mkdtemp(prefix="totesys-security-"))
+    root = new_temp_root("totesys-security-")
     server = LocalPostgres(root / "data", free_port()).start()
     (server.pgdata / "pg_hba.conf").write_text(
         f"local all all trust\n"
@@ -206,7 +206,7 @@ def secured(moto_endpoint):
         sm.create_secret(Name=SECRET_NAME, SecretString=json.dumps({
             "engine": "postgres", "username": "totesys_extractor", "password": PASSWORD,
             "host": "127.0.0.1", "port": port, "dbname": "totesys"}))
-        lake = Path(tempfile.mkdtemp(prefix="totesys-security-lake-"))
+        lake = root / "lake"  # removed with the server's folder
         env = {
             "TOTESYS_DB_URL": f"{secrets.SECRET_PREFIX}{SECRET_NAME}",
             "WAREHOUSE_DB_URL": warehouse_url,

@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from totesys_platform import settings
-from totesys_platform.local.postgres import LocalPostgres, PostgresStartError
+from totesys_platform.local.postgres import DataFolderUnreachable, LocalPostgres, PostgresStartError
 from totesys_platform.source import simulator
 from totesys_platform.source.contract import TABLE_NAMES
 
@@ -170,6 +170,11 @@ class LocalStack:
         progress(f"starting PostgreSQL on 127.0.0.1:{self.port} (data in {self.postgres.pgdata})")
         try:
             self.postgres.start()
+        except DataFolderUnreachable as err:
+            raise StackError(
+                f"{err.problem}: set TOTESYS_LOCAL_DIR to a folder it can enter "
+                f"(e.g. TOTESYS_LOCAL_DIR=/var/tmp/totesys-local make run), or run as a normal user."
+            ) from None
         except PostgresStartError as err:
             raise StackError(
                 f"PostgreSQL did not start on 127.0.0.1:{self.port} (is the port in use?): set "
