@@ -18,18 +18,14 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
+
+# This venv has dlt, not the project: the one redaction module is plain Python, imported from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from totesys_platform.redaction import dsn_secrets, redact_text, redact_url  # noqa: E402
 
 TABLES = ("address", "counterparty", "currency", "department", "design", "payment", "payment_type",
           "purchase_order", "sales_order", "staff", "transaction")
-
-
-def _redact(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rsplit('@', 1)[1]}"))
 
 
 def run(source_url: str, target_url: str, pipelines_dir: str) -> dict:
@@ -65,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(json.dumps(run(args.source, args.target, args.pipelines_dir), default=str))
     except Exception as err:  # noqa: BLE001 - dlt wraps everything; report it in one line, without secrets
-        message = str(err).replace(args.source, _redact(args.source)).replace(args.target, _redact(args.target))
-        print(f"dlt load from {_redact(args.source)} to {_redact(args.target)} failed: "
+        message = redact_text(str(err), [*dsn_secrets(args.source), *dsn_secrets(args.target)])
+        print(f"dlt load from {redact_url(args.source)} to {redact_url(args.target)} failed: "
               f"{type(err).__name__}: {message[:2000]}", file=sys.stderr)
         return 1
     return 0

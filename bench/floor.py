@@ -31,7 +31,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from totesys_platform.settings import redact_url  # noqa: E402
+from totesys_platform.redaction import redact_url  # noqa: E402
 from totesys_platform.source.contract import SOURCE_TABLES, TABLE_NAMES  # noqa: E402
 from totesys_platform.star_schema import DIMENSIONS, FACTS, TARGET_TABLES  # noqa: E402
 from totesys_platform.warehouse.loader import (  # noqa: E402

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from totesys_platform.settings import redact_url  # noqa: E402
+from totesys_platform.redaction import redact_url  # noqa: E402
 from totesys_platform.source.contract import TABLE_NAMES  # noqa: E402
 from totesys_platform.star_schema import TARGET_TABLES  # noqa: E402
 from totesys_platform.warehouse.schema import ensure_schema  # noqa: E402

@@ -19,7 +19,8 @@ import psycopg
 from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.store import S3Timeouts
 from totesys_platform.secrets import resolve_db_url
-from totesys_platform.settings import Settings, redact_url
+from totesys_platform.redaction import redact_url
+from totesys_platform.settings import Settings
 
 CONNECT_TIMEOUT_S = 10
 

@@ -20,7 +20,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from totesys_platform.redaction import redact_url  # noqa: F401 - the one redaction, re-exported here
 
 DEFAULT_PG_PORT = 54329
 LOCAL_SUPERUSER = "postgres"

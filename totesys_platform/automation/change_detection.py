@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 
-import psycopg
-
+from totesys_platform.connections import connect
 from totesys_platform.source.contract import TABLE_NAMES
 
 _COUNTERS_SQL = """
@@ -23,7 +22,9 @@ WHERE schemaname = 'public' AND relname = ANY(%s)
 
 
 def read_change_counters(db_url: str, *, connect_timeout: int = 10) -> dict[str, int]:
-    with psycopg.connect(db_url, connect_timeout=connect_timeout, autocommit=True) as conn:
+    with connect(db_url, purpose="sensor", what="the totesys source database", setting="TOTESYS_DB_URL",
+                 hint="Check TOTESYS_DB_URL and that the server is up", connect_timeout=connect_timeout,
+                 autocommit=True) as conn:
         rows = conn.execute(_COUNTERS_SQL, (list(TABLE_NAMES),)).fetchall()
     return {name: int(count) for name, count in rows}
 

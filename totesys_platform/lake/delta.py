@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from totesys_platform.lake.store import (
     AlreadyExistsError, LakeError, LakeStore, LakeUnavailableError, S3Timeouts,
 )
-from totesys_platform.settings import redact_url
+from totesys_platform.redaction import redact_url
 
 APP_ID = "totesys-platform"
 META_KEY = "totesys"

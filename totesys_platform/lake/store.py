@@ -25,7 +25,7 @@ from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 
-from totesys_platform.settings import redact_url
+from totesys_platform.redaction import redact_url
 
 
 

@@ -1,9 +1,9 @@
 """The totesys tables as observable source assets: the true origin of the lineage graph."""
 
 import dagster as dg
-import psycopg
 from psycopg import sql
 
+from totesys_platform.connections import connect
 from totesys_platform.resources import CONNECT_TIMEOUT_S, TotesysDatabase
 from totesys_platform.source.contract import SOURCE_TABLES, TABLE_NAMES
 
@@ -43,7 +43,8 @@ def observe_tables(db_url: str) -> dict[str, tuple[int, str | None]]:
         for t in TABLE_NAMES
     ]
     query = sql.SQL(" UNION ALL ").join(parts)
-    with psycopg.connect(db_url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+    with connect(db_url, purpose="observe", what="the totesys source database", setting="TOTESYS_DB_URL",
+                 hint="Check TOTESYS_DB_URL and that the server is up", connect_timeout=CONNECT_TIMEOUT_S) as conn:
         conn.read_only = True
         return {name: (count, latest) for name, count, latest in conn.execute(query)}
 

@@ -32,7 +32,8 @@ from typing import Callable
 import psycopg
 from psycopg import sql
 
-from totesys_platform.settings import redact_url
+from totesys_platform import connections
+from totesys_platform.redaction import redact_url
 from totesys_platform.source.contract import PAYMENT_TYPE_NAMES, TABLE_NAMES
 
 Progress = Callable[[str], None]
@@ -451,14 +452,9 @@ def ensure_schema(conn: psycopg.Connection, url: str) -> bool:
 
 def connect(url: str, **kwargs) -> psycopg.Connection:
     """Connect, turning an unreachable database into one clear line (without the password)."""
-    try:
-        return psycopg.connect(url, connect_timeout=10, **kwargs)
-    except psycopg.OperationalError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SimulatorError(
-            f"cannot connect to totesys database {redact_url(url)}: {first_line}. "
-            "Start the local stack (`totesys-platform stack up`) or set TOTESYS_DB_URL."
-        ) from err
+    return connections.connect(url, purpose="simulator", what="totesys database", setting="TOTESYS_DB_URL",
+                               hint="Start the local stack (`totesys-platform stack up`) or set TOTESYS_DB_URL.",
+                               error=SimulatorError, **kwargs)
 
 
 def _skip_foreign_key_checks(conn: psycopg.Connection) -> bool:

@@ -13,13 +13,13 @@ from typing import Mapping
 
 import psycopg
 
-from totesys_platform.redaction import dsn_secrets, redact_text, redact_url
+from totesys_platform.connections import APPLICATION, connect
 
 LOCK_TIMEOUT_ENV, STATEMENT_TIMEOUT_ENV = "WAREHOUSE_LOCK_TIMEOUT_SECONDS", "WAREHOUSE_STATEMENT_TIMEOUT_SECONDS"
 # A minute of waiting for an analyst's lock; half an hour for one statement (an initial load at scale 100
 # takes about a minute in all).
 DEFAULTS = {LOCK_TIMEOUT_ENV: 60.0, STATEMENT_TIMEOUT_ENV: 1800.0}
-APPLICATION_NAME = "totesys_platform warehouse"
+APPLICATION_NAME = f"{APPLICATION} warehouse"
 
 
 class WarehouseConnectionError(RuntimeError):
@@ -54,14 +54,9 @@ def connect_warehouse(url: str, connect_timeout_s: int = 10) -> psycopg.Connecti
     """A connection to the warehouse at `url` (already resolved: see secrets.py) with the session timeouts set;
     a failure is a WarehouseConnectionError naming the URL without its password."""
     timeouts = session_timeouts()
-    try:
-        conn = psycopg.connect(url, connect_timeout=connect_timeout_s, application_name=APPLICATION_NAME)
-    except psycopg.Error as err:
-        message = redact_text(str(err), dsn_secrets(url))
-        # `from None`: the original exception's text is not shown, in case libpq echoed the conninfo.
-        raise WarehouseConnectionError(
-            f"cannot connect to the warehouse at {redact_url(url)}: {message.strip()}. "
-            "Check WAREHOUSE_DB_URL and that the server is up") from None
+    conn = connect(url, purpose="warehouse", what="the warehouse at", setting="WAREHOUSE_DB_URL",
+                   hint="Check WAREHOUSE_DB_URL and that the server is up", error=WarehouseConnectionError,
+                   connect_timeout=connect_timeout_s)
     # Session settings (is_local false), committed so that they outlive this first transaction.
     conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
                  (f"{round(timeouts[LOCK_TIMEOUT_ENV] * 1000)}ms", f"{round(timeouts[STATEMENT_TIMEOUT_ENV] * 1000)}ms"))

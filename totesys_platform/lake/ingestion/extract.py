@@ -41,7 +41,8 @@ from totesys_platform.lake.ingestion.versions import (
     ANOMALY_SAMPLE, BATCH_COLUMN, Deduplicator, OutOfOrderCaptures, TableState, from_ms, iso,
 )
 from totesys_platform.lake.writes import Spool, TableWrite, commit_write
-from totesys_platform.redaction import dsn_secrets, redact_text, redact_url
+from totesys_platform.connections import connect, driver_message as _driver_message
+from totesys_platform.redaction import redact_url
 from totesys_platform.source import contract
 
 PREVIEW_ROWS = 5
@@ -97,29 +98,10 @@ class Extraction:
 # The run
 
 
-def _scrub(text: str, url: str) -> str:
-    """Remove the URL's password from a driver message, in case the driver echoed connection details."""
-    return redact_text(text.replace(url, redact_url(url)), dsn_secrets(url))
-
-
-def _driver_message(err: BaseException, url: str) -> str:
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    return _scrub("; ".join(lines[:2]) or type(err).__name__, url)
-
-
 def _connect(source_url: str, connect_timeout: float) -> psycopg.Connection:
-    try:
-        return psycopg.connect(
-            source_url,
-            connect_timeout=max(1, round(connect_timeout)),
-            application_name="totesys_platform extract",
-            client_encoding="UTF8",
-        )
-    except psycopg.Error as err:
-        raise SourceError(
-            f"cannot connect to the totesys source database {redact_url(source_url)}: {_driver_message(err, source_url)}. "
-            "Check TOTESYS_DB_URL, that the server is running and reachable from here, and the credentials."
-        ) from None
+    return connect(source_url, purpose="extract", what="the totesys source database", setting="TOTESYS_DB_URL",
+                   hint="Check TOTESYS_DB_URL, that the server is running and reachable from here, and the credentials.",
+                   error=SourceError, connect_timeout=connect_timeout, client_encoding="UTF8")
 
 
 def _normalise_batch_ts(batch_ts: datetime | None) -> datetime:
