@@ -42,11 +42,24 @@ def test_schedule_runs_the_whole_pipeline_every_20_minutes():
     assert etl_schedule.job_name == "totesys_etl"
 
 
+def _graph():
+    from totesys_platform.definitions import defs
+
+    return defs.resolve_asset_graph()
+
+
 def test_a_payment_change_selects_what_is_downstream_of_payment_only():
-    keys = {k.to_user_string() for k in downstream_of(["payment"])}
+    keys = {k.to_user_string() for k in downstream_of(["payment"], _graph())}
     assert "lake/ingestion/payment" in keys
     assert {"lake/processed/fact_payment", "warehouse/fact_payment", "warehouse/dim_date"} <= keys
     assert "warehouse/fact_sales_order" not in keys and "lake/ingestion/sales_order" not in keys
+    assert "analytics/sales_report" not in keys  # hourly, with validate_and_report
+
+
+def test_a_dimension_change_selects_its_dimension_not_the_facts_that_load_after_it():
+    keys = {k.to_user_string() for k in downstream_of(["staff", "department"], _graph())}
+    assert keys == {"lake/ingestion/staff", "lake/ingestion/department", "lake/processed/dim_staff",
+                    "warehouse/dim_staff"}
 
 
 def _insert_currency(url: str) -> None:
@@ -56,7 +69,10 @@ def _insert_currency(url: str) -> None:
 
 
 def _tick(instance, url, cursor):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"totesys": TotesysDatabase(db_url=url)})
+    from totesys_platform.definitions import defs
+
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"totesys": TotesysDatabase(db_url=url)},
+                                  definitions=defs)
     return totesys_new_data_sensor(ctx), ctx
 
 

@@ -266,12 +266,13 @@ def test_the_sensors_first_run_is_sized_as_the_initial_load_and_later_ones_as_ti
     from totesys_platform.automation.change_detection import encode_cursor
     from totesys_platform.automation.jobs import totesys_new_data_sensor
     from totesys_platform.automation.run_sizes import ecs_tags
+    from totesys_platform.definitions import defs
     from totesys_platform.resources import TotesysDatabase
     from totesys_platform.source.contract import TABLE_NAMES
 
     def tick(cursor):
         context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=cursor,
-                                          resources={"totesys": TotesysDatabase(db_url=totesys_url)})
+                                          resources={"totesys": TotesysDatabase(db_url=totesys_url)}, definitions=defs)
         (run_request,) = totesys_new_data_sensor(context).run_requests
         return run_request
 

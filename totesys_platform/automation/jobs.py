@@ -15,12 +15,9 @@ from totesys_platform.automation.observability import configure_run_logging
 from totesys_platform.automation.run_sizes import ecs_tags
 from totesys_platform.automation.source_checks import SOURCE_CHECKS
 from totesys_platform.lake.ingestion.assets import capture_check_key, ingestion_key
-from totesys_platform.lake.processed.assets import processed_key
-from totesys_platform.lake.processed.transforms import PROCESSED_SPECS
 from totesys_platform.resources import LakeResource, TotesysDatabase, WarehouseDatabase
 from totesys_platform.source.assets import source_key
 from totesys_platform.source.contract import TABLE_NAMES
-from totesys_platform.warehouse.assets import warehouse_key
 from totesys_platform.warehouse.rebuild import rebuild_warehouse
 
 ETL_JOB_NAME = "totesys_etl"
@@ -110,13 +107,12 @@ def tick_checks(assets: list[dg.AssetKey]) -> list[dg.AssetCheckKey]:
         capture_check_key(t) for t in TABLE_NAMES if ingestion_key(t) in selected]
 
 
-def downstream_of(tables: list[str]) -> list[dg.AssetKey]:
-    """Every ingestion, processed and warehouse asset that a change in these source tables can affect."""
-    keys = [ingestion_key(t) for t in tables]
-    for name, spec in PROCESSED_SPECS.items():
-        if set(spec.inputs) & set(tables):
-            keys += [processed_key(name), warehouse_key(name)]
-    return keys
+def downstream_of(tables: list[str], asset_graph) -> list[dg.AssetKey]:
+    """Every ingestion, processed and warehouse asset that a change in these source tables can affect: the
+    graph's downstream of their ingestion assets, two steps (processed, then warehouse); a warehouse fact's
+    dependency on its dimensions is load order, not data, so a dimension change does not select the facts."""
+    selection = dg.AssetSelection.assets(*(ingestion_key(t) for t in tables)).downstream(depth=2)
+    return sorted(selection.resolve(asset_graph), key=lambda key: key.to_user_string())
 
 
 @dg.sensor(
@@ -138,11 +134,12 @@ def totesys_new_data_sensor(context: dg.SensorEvaluationContext, totesys: Totesy
     if not changed:
         return dg.SkipReason("No change in totesys since the last run.")
     run_key = hashlib.sha256(encode_cursor(counters).encode()).hexdigest()[:16]
+    selected = downstream_of(changed, context.repository_def.asset_graph)
     return dg.SensorResult(
         run_requests=[dg.RunRequest(
             run_key=f"totesys-change-{run_key}",
-            asset_selection=downstream_of(changed),
-            asset_check_keys=tick_checks(downstream_of(changed)),
+            asset_selection=selected,
+            asset_check_keys=tick_checks(selected),
             # No cursor yet: every row of every table is new, the initial load; it gets a bigger task on ECS.
             tags={"totesys/changed_tables": ",".join(changed),
                   **(ecs_tags("initial_load") if context.cursor is None else {})},
