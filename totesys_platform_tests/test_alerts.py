@@ -16,19 +16,16 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from totesys_platform.automation.alerts import (
-    ALERT_SENSORS,
+from totesys_platform.automation.alert_channels import publish_sns, send_email
+from totesys_platform.automation.alert_messages import (
     Alert,
     AlertConfigError,
     AlertDeliveryError,
-    AlertsResource,
-    alert_on_run_failure,
     build_alert,
     format_email,
     format_sns,
-    publish_sns,
-    send_email,
 )
+from totesys_platform.automation.alerts import ALERT_SENSORS, AlertsResource, alert_on_run_failure
 from totesys_platform.local.postgres import free_port
 
 # The login fixture allows AUTH without TLS on loopback on purpose; aiosmtpd warns about it.
