@@ -61,6 +61,13 @@ def test_rows_changed_in_place_or_moved_back_are_captured_and_the_latest_capture
     assert str(staff) in checks[("staff", VERSIONS_MOVE_FORWARD)].metadata["ids"].value
     assert checks[("payment", VERSIONS_MOVE_FORWARD)].metadata["moved_back"].value == 1
     assert checks[("design", VERSIONS_MOVE_FORWARD)].passed
+    # Capture health, per table and run (plotted by the UI): the order's change came in behind the window.
+    health = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("extract_totesys")}
+    assert health["sales_order"]["captured_out_of_order"].value == 1
+    assert health["sales_order"]["recaptured_total"].value == 1
+    assert health["sales_order"]["late_versions"].value == 1
+    assert health["sales_order"]["transactions_open_at_snapshot"].value == 0
+    assert health["sales_order"]["source_snapshot"].value.count(":") == 2
     # The warehouse agrees with the lake: every other check passes.
     failing = {key for key, e in checks.items() if not e.passed}
     assert failing == {("sales_order", VERSIONS_MOVE_FORWARD), ("staff", VERSIONS_MOVE_FORWARD),

@@ -23,6 +23,7 @@ from totesys_platform.lake.ingestion.extract import (
     BATCH_COLUMN, EXTRACTED_AT_COLUMN, RECAPTURED_TOTAL, SourceError, extract_tables, prepare_extraction,
     validate_source_schema,
 )
+from totesys_platform.lake.ingestion.late import SourceSnapshot
 from totesys_platform.lake.ingestion.versions import to_ms
 from totesys_platform.lake.writes import Spool, commit_write
 from totesys_platform.local.postgres import free_port
@@ -341,6 +342,8 @@ def test_a_transaction_open_across_runs_far_longer_than_the_lookback_is_archived
             result = _run(source_url, local_lake, ["currency", "design"], lookback=timedelta(seconds=1),
                           batch_ts=BATCH + timedelta(hours=hour))
             assert result["currency"].rows == 1 and result["design"].rows == 0
+            # Capture health sees the open transaction in every snapshot meanwhile.
+            assert SourceSnapshot.in_progress(result["currency"].snapshot)[0] >= 1
         long_running.commit()
     finally:
         long_running.close()
@@ -348,6 +351,8 @@ def test_a_transaction_open_across_runs_far_longer_than_the_lookback_is_archived
     result = _run(source_url, local_lake, ["currency", "design"], lookback=timedelta(seconds=1),
                   batch_ts=BATCH + timedelta(hours=4), log=logged.append)
     assert (result["currency"].rows, result["design"].rows) == (2, 1)
+    # (The design's new version is past its own table's watermark, which no other writer moved: not late.)
+    assert (result["currency"].late_rows, result["design"].late_rows) == (2, 0)
     assert any("committed late" in line for line in logged)
     again = _run(source_url, local_lake, ["currency", "design"], lookback=timedelta(seconds=1),
                  batch_ts=BATCH + timedelta(hours=5))
@@ -883,3 +888,9 @@ def test_a_version_1_state_without_fingerprints_still_works(source_url, local_la
     assert result.rows == 1 and result.duplicates_skipped == 2
     # New versions get fingerprints; the ones remembered from the old state stay without until they age out.
     assert [len(v) for v in result.write.state["versions"]] == [2, 2, 3]
+
+
+def test_a_snapshot_says_how_many_transactions_were_open_and_how_far_behind_the_oldest_was():
+    assert SourceSnapshot.in_progress("1000:1000:") == (0, 0)
+    assert SourceSnapshot.in_progress("990:1004:990,997,1001") == (3, 14)
+    assert SourceSnapshot.in_progress(None) is None and SourceSnapshot.in_progress("garbage") is None

@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from totesys_platform.lake.ingestion.extract import RECAPTURED_TOTAL, TableExtract, archive_schema, prepare_extraction
+from totesys_platform.lake.ingestion.late import SourceSnapshot
 from totesys_platform.lake.metadata import column_schema, preview_markdown
 from totesys_platform.resources import LakeResource, TotesysDatabase
 from totesys_platform.source.assets import source_key
@@ -69,12 +70,28 @@ def _output(result: TableExtract) -> dg.Output:
         "watermark_from": str(result.watermark_from) if result.watermark_from else "(start)",
         "watermark_to": str(result.watermark_to) if result.watermark_to else "(empty)",
     }
-    metadata[RECAPTURED_TOTAL] = int(result.write.state.get(RECAPTURED_TOTAL, 0)) if result.write.state else 0
+    metadata.update(capture_health(result))
     if result.added_columns:
         metadata["columns_outside_contract"] = ", ".join(f"{name} ({pg_type})" for name, pg_type in result.added_columns)
     if result.rows:
         metadata["preview"] = dg.MetadataValue.md(preview_markdown(result.preview))
     return dg.Output(result.write, output_name=ingestion_key(result.table).to_python_identifier(), metadata=metadata)
+
+
+def capture_health(result: TableExtract) -> dict[str, object]:
+    """Numbers the UI plots per table across runs (the asset's Plots tab): where the frontier is, how long the
+    transactions the snapshot could not see were, and what came in besides plain new versions."""
+    health: dict[str, object] = {
+        "source_snapshot": result.snapshot or "(none)",
+        "late_versions": result.late_rows,
+        "captured_out_of_order": result.out_of_order.count,
+        RECAPTURED_TOTAL: int(result.write.state.get(RECAPTURED_TOTAL, 0)) if result.write.state else 0,
+        "columns_outside_contract_count": len(result.added_columns),
+    }
+    in_progress = SourceSnapshot.in_progress(result.snapshot)
+    if in_progress is not None:
+        health["transactions_open_at_snapshot"], health["oldest_open_transaction_xids_behind"] = in_progress
+    return health
 
 
 def _capture_check(result: TableExtract) -> dg.AssetCheckResult:

@@ -74,6 +74,8 @@ class TableExtract:
     total_rows: int = 0  # versions archived for this table by all batches, this one included
     added_columns: tuple[tuple[str, str], ...] = ()  # (column, PostgreSQL type) the source has beyond the contract
     out_of_order: OutOfOrderCaptures = OutOfOrderCaptures()  # rows captured although last_updated did not move forward
+    late_rows: int = 0  # versions archived behind the look-back window (transactions open at the last snapshot)
+    snapshot: str | None = None  # the source snapshot read (pg_current_snapshot(): xmin:xmax:in-progress ids)
     commit: Commit | None = None  # set once the write is committed (by `extract_tables`; the IO manager's is in Dagster)
 
 
@@ -211,7 +213,7 @@ def _extract_table(
     if spool is None:  # reported with the other unchanged tables by extract_tables, in one line
         return TableExtract(
             table.name, 0, TableWrite(previous, STAGE, previous.state, None), previous.txn_version, watermark_from,
-            watermark_from, dedup.duplicates, preview, before, live.added, out_of_order)
+            watermark_from, dedup.duplicates, preview, before, live.added, out_of_order, snapshot=snapshot)
 
     next_state = dedup.next_state(read_from)
     state_json = next_state.to_json(table.column_names) | {
@@ -238,6 +240,8 @@ def _extract_table(
         total_rows=before + spool.rows,
         added_columns=live.added,
         out_of_order=out_of_order,
+        late_rows=late_rows.new.num_rows if late_rows is not None else 0,
+        snapshot=snapshot,
     )
 
 

@@ -45,6 +45,16 @@ class SourceSnapshot:
         except (TypeError, ValueError):
             return None
 
+    @staticmethod
+    def in_progress(text: str | None) -> tuple[int, int] | None:
+        """Of a snapshot text: how many transactions were in progress, and how many transaction ids the oldest
+        of them is behind the next one (xmax - xmin: 0 when none was open). None if unreadable."""
+        try:
+            xmin, xmax, xip = str(text).split(":")
+            return len([x for x in xip.split(",") if x]), int(xmax) - int(xmin)
+        except (TypeError, ValueError):
+            return None
+
     def unseen_rows(self) -> tuple[sql.Composable, tuple]:
         """A WHERE condition true for every row written by a transaction this snapshot could not see (and a few
         it could: those in progress at the snapshot are all >= its xmin, their subtransactions too, which the
