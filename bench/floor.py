@@ -34,9 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from totesys_platform.redaction import redact_url  # noqa: E402
 from totesys_platform.source.contract import SOURCE_TABLES, TABLE_NAMES  # noqa: E402
 from totesys_platform.star_schema import DIMENSIONS, FACTS, TARGET_TABLES  # noqa: E402
-from totesys_platform.warehouse.loader import (  # noqa: E402
-    _foreign_keys_validated_once, _indexes_built_after, _memory_raised,
+from totesys_platform.warehouse.bulk_levers import (  # noqa: E402
+    foreign_keys_validated_once, indexes_built_after, memory_raised,
 )
+from totesys_platform.warehouse.loader import _check_references, _check_version_conflicts  # noqa: E402
 from totesys_platform.warehouse.schema import ensure_schema  # noqa: E402
 
 RAW, STAGE = "raw", "stage"
@@ -238,9 +239,11 @@ def run(source_url: str, target_url: str, mode: str) -> dict:
             with ExitStack() as levers:
                 if name in FACTS and not incremental:
                     fact, raw = TARGET_TABLES[name], sql.Identifier(RAW, FACT_SOURCES[name][0])
-                    levers.enter_context(_memory_raised(target))
-                    levers.enter_context(_foreign_keys_validated_once(target, fact, raw))
-                    levers.enter_context(_indexes_built_after(target, fact, raw, keys=True))
+                    levers.enter_context(memory_raised(target))
+                    levers.enter_context(foreign_keys_validated_once(
+                        target, fact, lambda: _check_references(target, fact, raw)))
+                    levers.enter_context(indexes_built_after(
+                        target, fact, lambda: _check_version_conflicts(target, fact, raw), keys=True))
                 inserted[name] = target.execute(stmt, params).rowcount
         target.execute(
             sql.SQL("INSERT INTO {} SELECT * FROM unnest(%s::text[], %s::timestamp(3)[]) "

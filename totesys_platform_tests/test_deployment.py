@@ -1130,7 +1130,8 @@ def test_the_loader_migrates_loads_and_resets_its_own_warehouse(loader_db):
     import pyarrow as pa
 
     from totesys_platform.star_schema import TARGET_TABLES
-    from totesys_platform.warehouse.loader import load_table, read_table
+    from totesys_platform.warehouse.loader import load_table
+    from totesys_platform.warehouse.reads import read_table
     from totesys_platform.lake.delta import Position
     from totesys_platform.warehouse.schema import ensure_schema, get_load_position, reset_warehouse, set_load_state
 

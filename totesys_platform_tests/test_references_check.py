@@ -13,7 +13,8 @@ from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS
 from totesys_platform.warehouse.io_manager import WarehouseIOManager
 from totesys_platform.warehouse.rebuild import rebuild_warehouse
 from totesys_platform.lake.processed.runner import read_processed
-from totesys_platform.warehouse.loader import load_table, read_table
+from totesys_platform.warehouse.loader import load_table
+from totesys_platform.warehouse.reads import read_table
 from totesys_platform.warehouse.validation import check_references, dangling_references, record_references_validated
 from totesys_platform_tests.test_warehouse_validation import loaded  # noqa: F401  (fixture)
 

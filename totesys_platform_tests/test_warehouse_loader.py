@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from totesys_platform.star_schema import TARGET_TABLES
 from totesys_platform.warehouse import loader
-from totesys_platform.warehouse.loader import LoadStats, WarehouseLoadError, load_table, read_table
+from totesys_platform.warehouse.loader import LoadStats, WarehouseLoadError, load_table
+from totesys_platform.warehouse.reads import read_table
 from totesys_platform.warehouse.schema import ensure_schema
 
 # ---- sample data, also used by the schema and IO manager tests ---------------------------------------

@@ -1,9 +1,9 @@
-"""The PostgreSQL warehouse: schema and migrations (`schema`), the COPY-based loader (`loader`), and the
+"""The PostgreSQL warehouse: schema and migrations (`schema`), the COPY-based loader (`loader`, with its bulk-load
+levers in `bulk_levers`), reading tables back as Arrow (`reads`), and the
 Dagster IO manager (`io_manager`, imported on its own so the plain library needs no Dagster)."""
 
-from totesys_platform.warehouse.loader import (
-    LoadStats, Mode, WarehouseBatch, WarehouseLoadError, load_table, read_table, warehouse_arrow_schema,
-)
+from totesys_platform.warehouse.loader import LoadStats, Mode, WarehouseBatch, WarehouseLoadError, load_table
+from totesys_platform.warehouse.reads import read_table, warehouse_arrow_schema
 from totesys_platform.warehouse.schema import (
     WarehouseSchemaError, ensure_schema, get_load_position, reset_warehouse, set_load_state,
 )

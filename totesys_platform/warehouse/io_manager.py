@@ -18,8 +18,9 @@ from psycopg import sql
 
 from totesys_platform.secrets import resolve_db_url
 from totesys_platform.warehouse.loader import (
-    LoadStats, WarehouseBatch, WarehouseLoadError, check_mode, load_table, read_table, target_table,
+    LoadStats, WarehouseBatch, WarehouseLoadError, check_mode, load_table, target_table,
 )
+from totesys_platform.warehouse.reads import read_table
 from totesys_platform.warehouse.schema import TABLE_SCHEMA, ensure_schema_once, set_load_state
 from totesys_platform.warehouse.sessions import connect_warehouse, timeout_error
 from totesys_platform.warehouse.validation import record_references_validated

@@ -21,8 +21,6 @@ which leaves the target exactly as it was.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,6 +33,7 @@ from psycopg.pq import TransactionStatus
 
 from totesys_platform.lake.delta import Position
 from totesys_platform.star_schema import TARGET_TABLES, TargetTable
+from totesys_platform.warehouse.bulk_levers import foreign_keys_validated_once, indexes_built_after, memory_raised
 from totesys_platform.warehouse.schema import TABLE_SCHEMA, column_type
 
 Mode = Literal["upsert", "append_versions"]
@@ -176,8 +175,8 @@ def _load_fact(conn: psycopg.Connection, target: TargetTable, data: pa.Table) ->
     if versions is not None:
         # Into an empty fact, a batch with one row per version goes straight in: no staging table. Should
         # adding the constraints back fail, the fact's own rows name the offending keys.
-        with (_memory_raised(conn), _foreign_keys_validated_once(conn, target, fact),
-              _indexes_built_after(conn, target, fact, keys=True)):
+        with (memory_raised(conn), foreign_keys_validated_once(conn, target, lambda: _check_references(conn, target, fact)),
+              indexes_built_after(conn, target, lambda: _check_version_conflicts(conn, target, fact), keys=True)):
             return _copy_into_empty(conn, target, versions), 0, 0, True
     staging = _stage(conn, target, last_capture_per_version(target, data))
     updated = 0
@@ -187,14 +186,15 @@ def _load_fact(conn: psycopg.Connection, target: TargetTable, data: pa.Table) ->
         updated = _update_recaptured(conn, target, staging)
         inserted, unchanged = _merge_versions(conn, target, staging)
     else:
-        with _memory_raised(conn):
+        with memory_raised(conn):
             # Into an empty table the version key, added back after the insert, refuses two rows for
             # one version; only if it does are the staged rows checked, to name them. Likewise no
             # `_check_references` up front: adding the foreign keys back validates the same rows.
             if kind == "bulk":
                 _check_version_conflicts(conn, target, staging)
-            with (_foreign_keys_validated_once(conn, target, staging),
-                  _indexes_built_after(conn, target, staging, keys=kind == "initial")):
+            with (foreign_keys_validated_once(conn, target, lambda: _check_references(conn, target, staging)),
+                  indexes_built_after(conn, target, lambda: _check_version_conflicts(conn, target, staging),
+                                      keys=kind == "initial")):
                 if kind == "bulk":
                     updated = _update_recaptured(conn, target, staging)
                 inserted, unchanged = _merge_versions(conn, target, staging, kind)
@@ -422,10 +422,6 @@ def _check_references(conn: psycopg.Connection, target: TargetTable, staging: sq
 # 10, 158,500 payments into an empty fact: 4.3 s with only the foreign keys set aside, 1.8 s like this.
 BULK_ROWS = 20_000
 BULK_TABLE_RATIO = 4
-# Memory for a bulk load's sorts and hashes and for its index builds (SET LOCAL for the bulk load only, never
-# lowered): with PostgreSQL's defaults (4 MB, 64 MB) they spill to disk from about 50,000 rows.
-BULK_SETTINGS_KB = {"work_mem": 64 * 1024, "maintenance_work_mem": 256 * 1024}
-
 LoadKind = Literal["tick", "bulk", "initial"]
 
 
@@ -447,104 +443,6 @@ def _load_kind(conn: psycopg.Connection, target: TargetTable, rows: int) -> Load
     if existing == 0:
         return "initial"
     return "bulk" if existing < limit and rows >= BULK_ROWS else "tick"
-
-
-@contextmanager
-def _memory_raised(conn: psycopg.Connection) -> Iterator[None]:
-    """Raise the BULK_SETTINGS_KB settings that are lower for the rest of the transaction, then put them back."""
-    current = dict(conn.execute(
-        "SELECT name, setting::bigint FROM pg_settings WHERE name = ANY(%s) AND unit = 'kB'",
-        (list(BULK_SETTINGS_KB),)).fetchall())
-    raised = {name: kb for name, kb in BULK_SETTINGS_KB.items() if name in current and current[name] < kb}
-    for name, kb in raised.items():
-        conn.execute("SELECT set_config(%s, %s, true)", (name, f"{kb}kB"))
-    yield
-    for name in raised:
-        conn.execute("SELECT set_config(%s, %s, true)", (name, f"{current[name]}kB"))
-
-
-@contextmanager
-def _foreign_keys_validated_once(
-    conn: psycopg.Connection, target: TargetTable, staging: sql.Identifier
-) -> Iterator[None]:
-    """Drop the fact's foreign keys around a bulk insert and add them back, in the caller's transaction.
-
-    PostgreSQL checks a foreign key with one trigger query per inserted row (about two thirds of a bulk
-    fact load, measured); adding the constraint back validates every row with one set-based join
-    instead. That validation is the reference check of a bulk load: if it fails, `_check_references`
-    runs on the staged rows to name the dangling values and keys, and the caller rolls the whole
-    transaction back, so the table never holds an unchecked row. The ALTERs lock the fact table until
-    commit: readers wait during a bulk load (an initial load or a catch-up).
-    """
-    fks = [(f"{target.name}_{c.name}_fkey", c.name, *c.references.split(".")) for c in target.columns if c.references]
-    table = sql.Identifier(TABLE_SCHEMA, target.name)
-    for name, *_ in fks:
-        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(name)))
-    yield
-    try:
-        with conn.transaction():  # a savepoint, so the staged rows can still be read after a violation
-            for name, column, ref_table, ref_column in fks:
-                conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})").format(
-                    table, sql.Identifier(name), sql.Identifier(column), sql.Identifier(TABLE_SCHEMA, ref_table),
-                    sql.Identifier(ref_column)))
-    except psycopg.errors.ForeignKeyViolation:
-        _check_references(conn, target, staging)  # raises, naming column, value and keys
-        raise
-
-
-@contextmanager
-def _indexes_built_after(
-    conn: psycopg.Connection, target: TargetTable, staging: sql.Identifier, *, keys: bool
-) -> Iterator[None]:
-    """Drop the fact's plain secondary indexes (and, with `keys`, its primary key and its version key's UNIQUE
-    constraint) around a bulk insert, then build them again, in the caller's transaction.
-
-    Inserting a row updates every index of the table (12 per fact); building an index once over the loaded
-    table sorts instead, several times cheaper for a big batch. The definitions (and comments) are read from
-    the catalog (`pg_get_indexdef`, `pg_get_constraintdef`), so whatever indexes the table has are restored
-    as they were. Kept in place unless `keys` (into an empty fact): the primary key and the version key (the
-    merge's anti-join probes it). Always kept: other unique or constraint indexes,
-    and clustered, invalid or non-default-tablespace ones. A failure before they are back leaves the caller
-    a transaction to roll back, which restores them with the rows. The DROPs lock the table until commit,
-    like the foreign-key lever.
-    """
-    table = sql.Identifier(TABLE_SCHEMA, target.name)
-    indexes = conn.execute("""
-        SELECT n.nspname, c.relname, pg_get_indexdef(i.indexrelid), obj_description(i.indexrelid, 'pg_class')
-        FROM pg_index AS i
-        JOIN pg_class AS c ON c.oid = i.indexrelid
-        JOIN pg_namespace AS n ON n.oid = c.relnamespace
-        WHERE i.indrelid = format('%%I.%%I', %s::text, %s::text)::regclass
-          AND NOT i.indisunique AND NOT i.indisprimary AND NOT i.indisexclusion AND NOT i.indisclustered
-          AND i.indisvalid AND i.indisready AND c.reltablespace = 0
-          AND NOT EXISTS (SELECT FROM pg_constraint AS k WHERE k.conindid = i.indexrelid)
-        ORDER BY c.relname
-    """, (TABLE_SCHEMA, target.name)).fetchall()
-    constraints = conn.execute("""
-        SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
-        WHERE conrelid = format('%%I.%%I', %s::text, %s::text)::regclass
-          AND (contype = 'p' OR contype = 'u' AND conname = %s)
-        ORDER BY contype
-    """, (TABLE_SCHEMA, target.name, f"{target.name}_version_key")).fetchall() if keys else []
-    for name, _ in constraints:
-        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(name)))
-    for schema, name, _, _ in indexes:
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name)))
-    yield
-    # The definitions are the catalog's own SQL text for these objects, never anything from the data.
-    try:
-        with conn.transaction():  # a savepoint, so the staged rows can still be read after a violation
-            for name, definition in constraints:
-                conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                    table, sql.Identifier(name), sql.SQL(definition)))
-    except psycopg.errors.UniqueViolation:
-        _check_version_conflicts(conn, target, staging)  # raises, naming the versions (record ids are unique)
-        raise
-    for schema, name, definition, comment in indexes:
-        conn.execute(sql.SQL(definition))
-        if comment is not None:
-            conn.execute(sql.SQL("COMMENT ON INDEX {} IS {}").format(
-                sql.Identifier(schema, name), sql.Literal(comment)))
 
 
 def _merge_versions(
@@ -595,48 +493,3 @@ def _merge_versions(
     )
     distinct, inserted = conn.execute(statement).fetchone()
     return inserted, distinct - inserted
-
-
-def warehouse_arrow_schema(table: str) -> pa.Schema:
-    """The Arrow schema of a warehouse table as stored: a fact's surrogate record id (int64) comes first."""
-    target = target_table(table)
-    fields = list(target.arrow_schema)
-    if target.kind == "fact":
-        fields.insert(0, pa.field(target.surrogate_key, pa.int64(), nullable=False))
-    return pa.schema(fields)
-
-
-def read_table(conn: psycopg.Connection, table: str) -> pa.Table:
-    """The whole warehouse table as Arrow, typed per star_schema, via COPY TO STDOUT (CSV) parsed by pyarrow."""
-    schema = warehouse_arrow_schema(table)
-    target = target_table(table)
-    order = target.surrogate_key or target.natural_key
-    query = sql.SQL("SELECT {cols} FROM {table} ORDER BY {order}").format(
-        cols=_cols(schema.names), table=sql.Identifier(TABLE_SCHEMA, table), order=sql.Identifier(order))
-    return read_query(conn, query, schema, table)
-
-
-def read_query(conn: psycopg.Connection, query: sql.Composable, schema: pa.Schema, what: str) -> pa.Table:
-    """The rows of a SELECT (columns in `schema` order) as Arrow, via COPY TO STDOUT (CSV) parsed by pyarrow."""
-    copy = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, ENCODING 'UTF8')").format(query)
-    chunks: list[bytes] = []
-    try:
-        with conn.transaction():
-            # Dates must print as ISO whatever the server's DateStyle is; SET LOCAL keeps this to our transaction.
-            conn.execute("SELECT set_config('DateStyle', 'ISO, YMD', true)")
-            with conn.cursor().copy(copy) as copier:
-                chunks.extend(bytes(chunk) for chunk in copier)
-    except psycopg.Error as err:
-        raise WarehouseLoadError(f"{what}: cannot read the warehouse table: {_describe_db_error(err)}") from err
-    if not chunks:
-        return schema.empty_table()
-    # COPY CSV writes NULL as an unquoted empty field and "" quoted: only the former may become null.
-    parsed = pa_csv.read_csv(
-        pa.py_buffer(b"".join(chunks)),
-        read_options=pa_csv.ReadOptions(column_names=schema.names),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(
-            column_types=schema, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
-            true_values=["t"], false_values=["f"]),
-    )
-    return parsed.cast(schema)

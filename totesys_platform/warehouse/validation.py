@@ -15,7 +15,7 @@ from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.lake.quarantine import drop_quarantined, quarantined_versions
 from totesys_platform.star_schema import TARGET_TABLES
-from totesys_platform.warehouse.loader import read_query, read_table
+from totesys_platform.warehouse.reads import read_query, read_table
 from totesys_platform.warehouse.schema import META_SCHEMA, SCHEMA_LOCK_KEY, TABLE_SCHEMA
 
 FACT_SOURCES = {"fact_sales_order": "sales_order", "fact_purchase_order": "purchase_order", "fact_payment": "payment"}
