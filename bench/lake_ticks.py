@@ -36,8 +36,8 @@ from totesys_platform.lake.maintenance import maintain_table  # noqa: E402
 from totesys_platform.lake.processed.runner import process_table, read_processed_changes  # noqa: E402
 from totesys_platform.lake.writes import commit_write  # noqa: E402
 from totesys_platform.local.postgres import LocalPostgres, free_port, new_temp_root  # noqa: E402
-from totesys_platform.source import simulator  # noqa: E402
-from totesys_platform.source.simulator import utc_now  # noqa: E402
+from totesys_platform.local import simulator  # noqa: E402
+from totesys_platform.local.simulator import utc_now  # noqa: E402
 from totesys_platform.source.contract import TABLE_NAMES  # noqa: E402
 from totesys_platform.star_schema import TARGET_TABLES  # noqa: E402
 from totesys_platform.warehouse.loader import load_table  # noqa: E402

@@ -42,7 +42,7 @@ from bench.measure import Measurement, run_measured  # noqa: E402
 from bench.workload import apply_tick  # noqa: E402
 from totesys_platform.local.postgres import LocalPostgres, free_port, new_temp_root  # noqa: E402
 from totesys_platform.redaction import redact_url  # noqa: E402
-from totesys_platform.source import simulator  # noqa: E402
+from totesys_platform.local import simulator  # noqa: E402
 from totesys_platform.source.contract import TABLE_NAMES  # noqa: E402
 from totesys_platform.star_schema import TARGET_TABLES  # noqa: E402
 

@@ -15,7 +15,7 @@ from decimal import Decimal
 import psycopg
 from psycopg import sql
 
-from totesys_platform.source.simulator import utc_now
+from totesys_platform.local.simulator import utc_now
 
 SALES_SHARE = 11_200 / (11_200 + 4_650)  # the production mix of sales and purchase orders
 

@@ -267,7 +267,7 @@ def _totesys_url(args) -> str:
 
 
 def _seed(args) -> int:
-    from totesys_platform.source import simulator
+    from totesys_platform.local import simulator
 
     url = _totesys_url(args)
     simulator.seed(url, scale=args.scale, seed=args.seed, end=args.end, progress=say)
@@ -275,7 +275,7 @@ def _seed(args) -> int:
 
 
 def _simulate(args) -> int:
-    from totesys_platform.source.simulator import Simulator
+    from totesys_platform.local.simulator import Simulator
 
     url = _totesys_url(args)
     with Simulator(url, seed=args.seed, orders_per_minute=args.orders_per_minute, update_rate=args.update_rate,
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     from totesys_platform.local.launcher import LaunchError
     from totesys_platform.local.postgres import PostgresAccessError
     from totesys_platform.local.stack import StackError
-    from totesys_platform.source.simulator import SimulatorError
+    from totesys_platform.local.simulator import SimulatorError
 
     from totesys_platform.lake.store import LakeError
     from totesys_platform.secrets import SecretResolutionError

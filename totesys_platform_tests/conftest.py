@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from totesys_platform.local.postgres import LocalPostgres, PostgresAccessError, free_port, new_temp_root
-from totesys_platform.source import simulator
+from totesys_platform.local import simulator
 
 _db_counter = itertools.count()
 

@@ -16,7 +16,7 @@ from totesys_platform.automation.jobs import (
     totesys_new_data_sensor,
 )
 from totesys_platform.resources import TotesysDatabase
-from totesys_platform.source import simulator
+from totesys_platform.local import simulator
 from totesys_platform.source.contract import TABLE_NAMES
 
 

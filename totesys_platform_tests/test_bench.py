@@ -160,7 +160,7 @@ def _copy_new_orders_to_warehouse(totesys_url: str, warehouse_url: str, since: i
 def freshness_stack(totesys_url, warehouse_url, monkeypatch):
     import psycopg
 
-    from totesys_platform.source import simulator
+    from totesys_platform.local import simulator
 
     simulator.seed(totesys_url, scale=0.01, progress=lambda _: None)
     with psycopg.connect(warehouse_url, autocommit=True) as conn:
@@ -220,7 +220,7 @@ def test_pandas_and_floor_ticks_pick_up_exactly_the_change(totesys_url, empty_db
     import psycopg
 
     from bench.workload import apply_tick
-    from totesys_platform.source import simulator
+    from totesys_platform.local import simulator
 
     simulator.seed(totesys_url, scale=0.01, progress=lambda _: None)
     targets = {"floor": empty_db_url("floor"), "pandas": empty_db_url("pandas")}

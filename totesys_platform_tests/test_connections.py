@@ -8,7 +8,7 @@ from totesys_platform.automation.change_detection import read_change_counters
 from totesys_platform.connections import ConnectError, connect
 from totesys_platform.lake.ingestion.source_schema import SourceError
 from totesys_platform.local.postgres import free_port
-from totesys_platform.source import simulator
+from totesys_platform.local import simulator
 from totesys_platform.warehouse.sessions import WarehouseConnectionError, connect_warehouse
 
 HOSTILE = "p@ss#w:rd/?&x=1"

@@ -17,7 +17,7 @@ from totesys_platform.lake.convert import UnconvertedLakeError, convert_ingestio
 from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.ingestion.extract import extract_tables
 from totesys_platform.lake.quarantine import quarantine_records
-from totesys_platform.source import simulator
+from totesys_platform.local import simulator
 from totesys_platform.source.contract import TABLE_NAMES
 
 FIXTURE = Path(__file__).parent / "fixtures" / "manifest_lake" / "ingestion"

@@ -17,7 +17,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from totesys_platform.source import simulator
+from totesys_platform.local import simulator
 from totesys_platform.source.contract import SOURCE_TABLES
 from totesys_platform.star_schema import TARGET_TABLES
 from totesys_platform_tests.test_pipeline import lake_urls, resources, run_pipeline, seeded_totesys  # noqa: F401

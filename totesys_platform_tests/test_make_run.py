@@ -20,7 +20,7 @@ from totesys_platform_tests.readme_walk import (
     BLOCK_TIMEOUT_SECONDS, NOT_RUN, PROJECT, Block, blocks_to_run, readme_blocks, run_readme_blocks, stale_reasons,
 )
 from totesys_platform.local.stack import LocalStack
-from totesys_platform.source.simulator import PURCHASE_ORDERS_AT_SCALE_1, SALES_ORDERS_AT_SCALE_1
+from totesys_platform.local.simulator import PURCHASE_ORDERS_AT_SCALE_1, SALES_ORDERS_AT_SCALE_1
 
 UI_DEADLINE_SECONDS = 300  # dagster dev answers in ~10 s when idle; CI machines can be far busier
 STOP_DEADLINE_SECONDS = 25

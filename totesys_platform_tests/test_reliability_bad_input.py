@@ -26,7 +26,7 @@ import pytest
 
 from totesys_platform.automation.source_checks import SOURCE_CHECKS
 from totesys_platform.lake.quarantine import quarantine_version
-from totesys_platform.source import simulator
+from totesys_platform.local import simulator
 from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.star_schema import FACTS, TARGET_TABLES
 from totesys_platform.warehouse.validation import dangling_references

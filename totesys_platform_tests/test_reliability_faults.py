@@ -42,7 +42,7 @@ from totesys_platform.lake.io_manager import LakeIOManager
 from totesys_platform.lake.processed.assets import PROCESSED_ASSETS
 from totesys_platform.local.postgres import free_port
 from totesys_platform.resources import LakeResource, TotesysDatabase, WarehouseDatabase
-from totesys_platform.source import simulator
+from totesys_platform.local import simulator
 from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.star_schema import TARGET_TABLES
 from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS, warehouse_key

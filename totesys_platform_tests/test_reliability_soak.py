@@ -30,7 +30,7 @@ import pytest
 from psycopg import sql
 
 from totesys_platform.automation.checks import ALL_CHECKS
-from totesys_platform.source import simulator
+from totesys_platform.local import simulator
 from totesys_platform.star_schema import DIMENSIONS
 from totesys_platform_tests.test_reliability_faults import ASSETS, Stack, warehouse_tables
 

@@ -34,7 +34,7 @@ from totesys_platform.lake.ingestion.assets import extract_totesys
 from totesys_platform.lake.processed.assets import PROCESSED_ASSETS
 from totesys_platform.local.postgres import LocalPostgres, free_port, new_temp_root
 from totesys_platform.resources import WarehouseDatabase, build_resources
-from totesys_platform.source import simulator
+from totesys_platform.local import simulator
 from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.star_schema import TARGET_TABLES
 from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS

@@ -14,9 +14,9 @@ import pytest
 from psycopg import sql
 
 from totesys_platform.local.postgres import free_port
-from totesys_platform.source import simulator
+from totesys_platform.local import simulator
 from totesys_platform.source.contract import SOURCE_TABLES, TABLE_NAMES
-from totesys_platform.source.simulator import Simulator, SimulatorError
+from totesys_platform.local.simulator import Simulator, SimulatorError
 
 END = date(2024, 11, 15)  # a Friday: the history runs to Thursday 14 Nov, as the Nov 2024 snapshots do
 QUIET = lambda _line: None  # noqa: E731

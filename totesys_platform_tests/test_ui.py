@@ -37,7 +37,7 @@ from psycopg import sql
 
 from totesys_platform.local.postgres import free_port
 from totesys_platform.settings import project_root
-from totesys_platform.source import simulator
+from totesys_platform.local import simulator
 from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.star_schema import FACTS, TARGET_TABLES
 from totesys_platform.warehouse.validation import DIMENSION_SOURCES

@@ -24,7 +24,7 @@ from psycopg import sql
 
 from totesys_platform import settings
 from totesys_platform.local.postgres import DataFolderUnreachable, LocalPostgres, PostgresStartError
-from totesys_platform.source import simulator
+from totesys_platform.local import simulator
 from totesys_platform.source.contract import TABLE_NAMES
 
 Progress = Callable[[str], None]
