@@ -19,6 +19,10 @@ from psycopg.rows import dict_row
 
 from totesys_platform.lake.delta import ConcurrentCommitError, LakeTable, LakeZone
 from totesys_platform.lake.ingestion import extract as extract_module
+from totesys_platform.lake.ingestion import deletes as deletes_module
+from totesys_platform.lake.ingestion.deletes import (
+    DELETED_AT_COLUMN, TOMBSTONES_TOTAL, MassDisappearanceError, live_archived_ids, read_markers,
+)
 from totesys_platform.lake.ingestion.extract import (
     BATCH_COLUMN, EXTRACTED_AT_COLUMN, RECAPTURED_TOTAL, SourceError, extract_tables, prepare_extraction,
     validate_source_schema,
@@ -27,7 +31,9 @@ from totesys_platform.lake.ingestion.late import SourceSnapshot
 from totesys_platform.lake.ingestion.versions import to_ms
 from totesys_platform.lake.writes import Spool, commit_write
 from totesys_platform.local.postgres import free_port
-from totesys_platform.source import contract, simulator
+from totesys_platform.local import simulator
+from totesys_platform.source import contract
+from totesys_platform_tests.source_statistics import wait_for_delete_statistics
 
 T0 = datetime(2024, 11, 4, 9, 30, 10)  # a whole second: PostgreSQL prints no fraction for it
 BATCH = datetime(2026, 1, 1, 12, 0, 0)
@@ -211,12 +217,16 @@ def test_first_run_archives_every_row_exactly_with_the_contract_types(source_url
         assert result.commit.uri == lake.table_uri(table)
         assert result.preview.num_rows == min(5, len(expected))
         assert result.preview.schema.equals(contract.SOURCE_TABLES[table].arrow_schema)
-        # The lake table: the contract's columns (NOT NULL where the contract says), then the batch and its time.
+        # The lake table: the contract's columns (NOT NULL where the contract says), then the batch, its time and
+        # when a tombstone's deletion was seen.
         schema = lake.table(table).snapshot().arrow_schema()
-        assert schema.names == [*contract.SOURCE_TABLES[table].column_names, BATCH_COLUMN, EXTRACTED_AT_COLUMN]
-        assert [f.nullable for f in schema][:-2] == [c.nullable for c in contract.SOURCE_TABLES[table].columns]
+        assert schema.names == [*contract.SOURCE_TABLES[table].column_names, BATCH_COLUMN, EXTRACTED_AT_COLUMN,
+                                DELETED_AT_COLUMN]
+        assert [f.nullable for f in schema][:-3] == [c.nullable for c in contract.SOURCE_TABLES[table].columns]
+        assert schema.field(DELETED_AT_COLUMN).nullable
         batch = archived(lake, table, with_batch=True)
         assert set(batch[BATCH_COLUMN].to_pylist()) == {1} and set(batch[EXTRACTED_AT_COLUMN].to_pylist()) == {BATCH}
+        assert batch[DELETED_AT_COLUMN].null_count == batch.num_rows
     # The awkward values came through as they are.
     addresses = archived(lake, "address").to_pylist()
     assert {a["postal_code"] for a in addresses} == {"02841", "99305-7380"}
@@ -458,7 +468,7 @@ def test_tables_read_on_two_connections_come_from_one_snapshot(source_url, local
     with psycopg.connect(source_url) as conn:
         ids = seed_reference(conn)
         add_sale(conn, ids, T0)
-    real_reader = extract_module._snapshot_reader
+    real_reader = extract_module.snapshot_reader
     readers = []
 
     def write_elsewhere_then_open(*args, **kw):
@@ -468,11 +478,11 @@ def test_tables_read_on_two_connections_come_from_one_snapshot(source_url, local
         readers.append(args)
         return real_reader(*args, **kw)
 
-    monkeypatch.setattr(extract_module, "_snapshot_reader", write_elsewhere_then_open)
+    monkeypatch.setattr(extract_module, "snapshot_reader", write_elsewhere_then_open)
     first = _run(source_url, local_lake, batch_ts=BATCH, connections=2)
     assert len(readers) == 2
     assert first["sales_order"].rows == 1 and first["payment"].rows == 1  # not the later sale, nor its payment
-    monkeypatch.setattr(extract_module, "_snapshot_reader", real_reader)
+    monkeypatch.setattr(extract_module, "snapshot_reader", real_reader)
     _run(source_url, local_lake, batch_ts=BATCH + timedelta(minutes=1))  # the next run archives the rest
     for table in ("sales_order", "payment"):
         versions = archived_versions(local_lake, table)
@@ -855,20 +865,122 @@ def test_unchanged_rows_read_again_are_not_reported(source_url, local_lake):
         assert all(r.rows == 0 for r in results.values()) or minute == 0
 
 
-def test_a_row_deleted_from_the_window_is_warned_about_not_failed(source_url, local_lake):
+def test_a_deleted_row_is_archived_as_a_tombstone_of_its_latest_version_and_not_warned_about_as_vanished(
+        source_url, local_lake):
     with psycopg.connect(source_url) as conn:
         ids = _currencies(conn, 3)
     _run(source_url, local_lake, ["currency"], batch_ts=BATCH)
-    with psycopg.connect(source_url) as conn:
+    with psycopg.connect(source_url, autocommit=True) as conn:
+        marker = read_markers(conn, ["currency"])["currency"]
+        conn.execute("UPDATE currency SET currency_code = 'XAU', last_updated = %s WHERE currency_id = %s",
+                     (T0 + timedelta(seconds=30), ids[0]))
         conn.execute("DELETE FROM currency WHERE currency_id = %s", (ids[0],))
         conn.execute("INSERT INTO currency (currency_code, created_at, last_updated) VALUES ('CHF', %s, %s)",
                      (T0, T0 + timedelta(minutes=1)))
+    wait_for_delete_statistics(source_url, "currency", marker)
     messages: list[str] = []
-    result = extract_tables(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1),
-                            log=messages.append)["currency"]
-    assert result.rows == 1
-    warning = [m for m in messages if m.startswith("WARNING currency")]
-    assert len(warning) == 1 and f"currency_id {ids[0]} (last archived at 2024-11-04T09:30:10.000)" in warning[0]
+    seen_at = BATCH + timedelta(minutes=1)
+    result = extract_tables(source_url, local_lake, ["currency"], batch_ts=seen_at, log=messages.append)["currency"]
+    assert result.rows == 2 and result.tombstones == 1  # CHF, and the tombstone
+    assert result.write.state[TOMBSTONES_TOTAL] == 1 and result.write.state[RECAPTURED_TOTAL] == 1
+    warnings = [m for m in messages if m.startswith("WARNING currency")]
+    assert warnings == [f"WARNING currency: 1 row(s) deleted in the source are archived as tombstones: currency_id {ids[0]}"]
+    rows = archived(local_lake, "currency", with_batch=True)
+    tombstone = rows.filter(pc.is_valid(rows[DELETED_AT_COLUMN])).to_pylist()
+    # The id's latest archived version (the update never reached the lake: deleted before any run saw it).
+    assert [(t["currency_id"], t["currency_code"], t["last_updated"], t[DELETED_AT_COLUMN], t[BATCH_COLUMN])
+            for t in tombstone] == [(ids[0], "GBP", T0, seen_at, 2)]
+    assert ids[0] not in live_archived_ids(local_lake.table("currency"), local_lake.table("currency").snapshot(),
+                                           "currency_id").to_pylist()
+    # Nothing more to bury on the next run, whatever the statistics say.
+    again = extract_tables(source_url, local_lake, ["currency"], batch_ts=seen_at + timedelta(minutes=1))["currency"]
+    assert again.rows == 0 and again.tombstones == 0
+
+
+def _many_currencies(conn, count: int) -> list[int]:
+    return [_insert(conn, "currency", {"currency_code": f"Q{i:02d}", "created_at": T0,
+                                       "last_updated": T0 + timedelta(seconds=i)}) for i in range(count)]
+
+
+def test_a_mass_disappearance_is_refused_for_its_table_only_until_allowed(source_url, local_lake):
+    with psycopg.connect(source_url) as conn:
+        ids = _many_currencies(conn, 20)
+        _insert(conn, "design", {"design_name": "Wooden", "file_location": "/usr", "file_name": "w.json",
+                                 "created_at": T0, "last_updated": T0})
+    _run(source_url, local_lake, ["currency", "design"], batch_ts=BATCH)
+    with psycopg.connect(source_url, autocommit=True) as conn:
+        marker = read_markers(conn, ["currency"])["currency"]
+        conn.execute("DELETE FROM currency WHERE currency_id = ANY(%s)", (ids[:15],))
+        _insert(conn, "design", {"design_name": "Steel", "file_location": "/usr", "file_name": "s.json",
+                                 "created_at": T0, "last_updated": T0 + timedelta(minutes=1)})
+    wait_for_delete_statistics(source_url, "currency", marker)
+    before = version(local_lake, "currency")
+    with pytest.raises(MassDisappearanceError) as refused:
+        _run(source_url, local_lake, ["currency", "design"], batch_ts=BATCH + timedelta(minutes=1))
+    message = str(refused.value)
+    assert message.startswith(f"currency: 15 of its 20 archived rows (75%) are gone from the source since the last "
+                              f"run (e.g. currency_id {ids[0]}, {ids[1]}")
+    assert "Nothing was archived for currency" in message and "max_deleted_share above 0.75" in message
+    assert version(local_lake, "currency") == before  # nothing tombstoned
+    assert [r["design_name"] for r in archived(local_lake, "design").to_pylist()] == ["Wooden", "Steel"]  # flows on
+    # Asked again, it still refuses; allowed, the 15 are buried.
+    with pytest.raises(MassDisappearanceError):
+        _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=2))
+    allowed = _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=2),
+                   max_deleted_share=1.0)["currency"]
+    assert allowed.tombstones == 15 and allowed.rows == 15
+    live = live_archived_ids(local_lake.table("currency"), local_lake.table("currency").snapshot(), "currency_id")
+    assert sorted(live.to_pylist()) == ids[15:]
+
+
+def test_a_truncated_table_is_refused_as_a_mass_disappearance(source_url, local_lake):
+    with psycopg.connect(source_url) as conn:
+        _many_currencies(conn, 12)
+    _run(source_url, local_lake, ["currency"], batch_ts=BATCH)
+    with psycopg.connect(source_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE currency CASCADE")  # counts no deleted tuple: the new file node tells
+    with pytest.raises(MassDisappearanceError, match=r"^currency: 12 of its 12 archived rows \(100%\) are gone"):
+        _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1))
+
+
+def test_a_re_inserted_id_is_alive_again_from_its_new_version(source_url, local_lake):
+    with psycopg.connect(source_url) as conn:
+        ids = _currencies(conn, 2)
+    _run(source_url, local_lake, ["currency"], batch_ts=BATCH)
+    with psycopg.connect(source_url, autocommit=True) as conn:
+        marker = read_markers(conn, ["currency"])["currency"]
+        conn.execute("DELETE FROM currency WHERE currency_id = %s", (ids[0],))
+    wait_for_delete_statistics(source_url, "currency", marker)
+    assert _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1))["currency"].tombstones == 1
+    with psycopg.connect(source_url) as conn:
+        conn.execute("INSERT INTO currency (currency_id, currency_code, created_at, last_updated) VALUES (%s, 'GBP', "
+                     "%s, %s)", (ids[0], T0, T0 + timedelta(minutes=5)))
+    back = _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=2))["currency"]
+    assert back.rows == 1 and back.tombstones == 0
+    live = live_archived_ids(local_lake.table("currency"), local_lake.table("currency").snapshot(), "currency_id")
+    assert sorted(live.to_pylist()) == ids
+
+
+def test_ids_are_compared_only_when_the_table_may_have_lost_rows(source_url, local_lake, monkeypatch):
+    """Comparing ids reads every key: a run does it only when the table's delete counter or file node moved."""
+    with psycopg.connect(source_url) as conn:
+        ids = _currencies(conn, 2)
+    _run(source_url, local_lake, ["currency"], batch_ts=BATCH)
+    compared: list[str] = []
+    real_source_ids = deletes_module.source_ids
+    monkeypatch.setattr(deletes_module, "source_ids", lambda conn, table: compared.append(table.name)
+                        or real_source_ids(conn, table))
+    with psycopg.connect(source_url) as conn:
+        conn.execute("UPDATE currency SET currency_code = 'AUD', last_updated = %s WHERE currency_id = %s",
+                     (T0 + timedelta(minutes=1), ids[1]))
+    assert _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=1))["currency"].rows == 1
+    assert compared == []
+    with psycopg.connect(source_url, autocommit=True) as conn:
+        marker = read_markers(conn, ["currency"])["currency"]
+        conn.execute("DELETE FROM currency WHERE currency_id = %s", (ids[0],))
+    wait_for_delete_statistics(source_url, "currency", marker)
+    assert _run(source_url, local_lake, ["currency"], batch_ts=BATCH + timedelta(minutes=2))["currency"].tombstones == 1
+    assert compared == ["currency"]
 
 
 def test_a_version_1_state_without_fingerprints_still_works(source_url, local_lake):

@@ -28,6 +28,7 @@ def archive(ingestion: LakeZone, table: str, rows: list[dict]) -> int:
     data = source_table(table, rows)
     data = data.append_column("_batch", pa.array([read.txn_version + 1] * len(rows), pa.int64()))
     data = data.append_column("_extracted_at", pa.array([_batch_clock[0]] * len(rows), pa.timestamp("us")))
+    data = data.append_column("_deleted_at", pa.nulls(len(rows), pa.timestamp("us")))
     return target.append(data.cast(archive_schema(SOURCE_TABLES[table])), read=read, stage="extract", state={},
                          rows=len(rows)).version
 

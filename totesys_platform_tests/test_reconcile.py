@@ -7,10 +7,12 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
+from totesys_platform.lake.ingestion.deletes import read_markers
 from totesys_platform.lake.ingestion.extract import SourceError, extract_tables
 from totesys_platform.lake.ingestion.reconcile import describe, source_drift
 from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.store import LakeError
+from totesys_platform_tests.source_statistics import wait_for_delete_statistics
 
 T0 = datetime(2024, 11, 4, 9, 0, 0)
 LOOKBACK = timedelta(minutes=2)
@@ -72,6 +74,19 @@ def test_deletions_alone_do_not_fail_it(archived):
         conn.execute("DELETE FROM currency WHERE currency_id = %s", (ids[0],))
     drift = source_drift(url, lake, "currency")
     assert drift.passed and drift.counts["deleted"] == 1
+
+
+def test_a_deletion_archived_as_a_tombstone_is_no_longer_reported(archived):
+    url, lake, ids = archived
+    with psycopg.connect(url, autocommit=True) as conn:
+        marker = read_markers(conn, ["currency"])["currency"]
+        conn.execute("DELETE FROM currency WHERE currency_id = %s", (ids[0],))
+    wait_for_delete_statistics(url, "currency", marker)
+    assert source_drift(url, lake, "currency").counts["deleted"] == 1
+    buried = extract_tables(url, lake, ["currency"], lookback=LOOKBACK, batch_ts=datetime(2026, 1, 2))["currency"]
+    assert buried.tombstones == 1
+    drift = source_drift(url, lake, "currency")
+    assert drift.counts["deleted"] == 0 and drift.archived_ids == 5 and drift.passed
 
 
 def test_an_empty_lake_counts_every_source_row_as_pending(totesys_url, tmp_path):

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from totesys_platform.lake.delta import APPEND_ONLY, LakeZone
+from totesys_platform.lake.ingestion.deletes import DELETED_AT_COLUMN
 from totesys_platform.lake.ingestion.extract import BATCH_COLUMN, EXTRACTED_AT_COLUMN, STAGE, archive_schema
 from totesys_platform.lake.quarantine import SCHEMA as QUARANTINE_SCHEMA, TABLE as QUARANTINE_TABLE
 from totesys_platform.lake.store import LakeError
@@ -110,6 +111,7 @@ def _convert_table(zone: LakeZone, table: str, say: Callable[[str], None]) -> in
             count = rows.num_rows
             rows = rows.append_column(BATCH_COLUMN, pa.array([entry["seq"]] * count, pa.int64()))
             rows = rows.append_column(EXTRACTED_AT_COLUMN, pa.array([_batch_time(entry)] * count, pa.timestamp("us")))
+            rows = rows.append_column(DELETED_AT_COLUMN, pa.nulls(count, pa.timestamp("us")))  # no tombstones then
             for batch in rows.cast(schema).to_batches():
                 spool.write(batch)
         target = zone.table(table)

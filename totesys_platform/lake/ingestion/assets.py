@@ -6,6 +6,7 @@ from datetime import timedelta
 import dagster as dg
 from pydantic import Field
 
+from totesys_platform.lake.ingestion.deletes import DEFAULT_MAX_SHARE, TOMBSTONES_TOTAL
 from totesys_platform.lake.ingestion.extract import RECAPTURED_TOTAL, TableExtract, archive_schema, prepare_extraction
 from totesys_platform.lake.ingestion.late import SourceSnapshot
 from totesys_platform.lake.metadata import column_schema, preview_markdown
@@ -60,6 +61,10 @@ class ExtractConfig(dg.Config):
     connections: int = Field(
         default=2, ge=1,
         description="Source connections reading tables at once, all on one exported snapshot (1: one after the other).")
+    max_deleted_share: float = Field(
+        default=DEFAULT_MAX_SHARE, ge=0, le=1,
+        description="Largest share of a table's rows that may disappear from the source in one run and be archived as "
+                    "deleted; more is refused as a truncated or mis-pointed source (1: allow a real mass delete once).")
 
 
 def _output(result: TableExtract) -> dg.Output:
@@ -80,12 +85,15 @@ def _output(result: TableExtract) -> dg.Output:
 
 def capture_health(result: TableExtract) -> dict[str, object]:
     """Numbers the UI plots per table across runs (the asset's Plots tab): where the frontier is, how long the
-    transactions the snapshot could not see were, and what came in besides plain new versions."""
+    transactions the snapshot could not see were, and what came in besides plain new versions (captures out of
+    order, tombstones of deleted rows)."""
     health: dict[str, object] = {
         "source_snapshot": result.snapshot or "(none)",
         "late_versions": result.late_rows,
         "captured_out_of_order": result.out_of_order.count,
+        "tombstones": result.tombstones,
         RECAPTURED_TOTAL: int(result.write.state.get(RECAPTURED_TOTAL, 0)) if result.write.state else 0,
+        TOMBSTONES_TOTAL: int(result.write.state.get(TOMBSTONES_TOTAL, 0)) if result.write.state else 0,
         "columns_outside_contract_count": len(result.added_columns),
     }
     in_progress = SourceSnapshot.in_progress(result.snapshot)
@@ -119,6 +127,7 @@ def extract_totesys(
     run = prepare_extraction(
         totesys.connection_url(), lake.ingestion(), tables,
         lookback=timedelta(minutes=config.lookback_minutes), log=context.log.info, connections=config.connections,
+        max_deleted_share=config.max_deleted_share,
     )
     total = sum(r.rows for r in run.results.values())
     context.log.info(f"Extraction done: {total} rows to archive, read in {time.monotonic() - started:.1f}s")

@@ -21,27 +21,27 @@ import contextlib
 import functools
 import queue
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-from psycopg import sql
 
 from totesys_platform.lake.delta import APPEND_ONLY, Commit, LakeZone, Snapshot
 from totesys_platform.lake.ingestion.copy_arrow import copy_query, csv_batches, rebatch
 from totesys_platform.lake.ingestion.late import SourceSnapshot, classify_late, report_late
+from totesys_platform.lake.ingestion import deletes
+from totesys_platform.lake.ingestion.snapshots import export_snapshot, snapshot_reader, source_snapshot
 from totesys_platform.lake.ingestion.source_schema import (
-    SOURCE_SCHEMA, LiveTable, SourceError, contract_tables, schema_error, schema_problems, validate_source_schema,
+    LiveTable, SourceError, contract_tables, schema_error, validate_source_schema,
 )
 from totesys_platform.lake.ingestion.versions import (
     ANOMALY_SAMPLE, BATCH_COLUMN, Deduplicator, OutOfOrderCaptures, TableState, from_ms, iso,
 )
 from totesys_platform.lake.writes import Spool, TableWrite, commit_write
-from totesys_platform.connections import connect, driver_message as _driver_message
+from totesys_platform.connections import driver_message as _driver_message
 from totesys_platform.redaction import redact_url
 from totesys_platform.source import contract
 
@@ -52,12 +52,15 @@ STAGE = "extract"
 EXTRACTED_AT_COLUMN = "_extracted_at"
 # The extraction state's count of captures out of order (OutOfOrderCaptures) since the table began.
 RECAPTURED_TOTAL = "recaptured_total"
+# A tombstone (a row deleted in the source, see deletes.py) also carries when the deletion was seen.
 ARCHIVE_COLUMNS = (pa.field(BATCH_COLUMN, pa.int64(), nullable=False),
-                   pa.field(EXTRACTED_AT_COLUMN, pa.timestamp("us"), nullable=False))
+                   pa.field(EXTRACTED_AT_COLUMN, pa.timestamp("us"), nullable=False),
+                   pa.field(deletes.DELETED_AT_COLUMN, pa.timestamp("us"), nullable=True))
 
 
 def archive_schema(table: contract.SourceTable) -> pa.Schema:
-    """The ingestion table's columns: the source's, then the batch number and time."""
+    """The ingestion table's columns: the source's, then the batch number and time, and when a tombstone's
+    deletion was seen (NULL on every other row)."""
     return pa.schema([*table.arrow_schema, *ARCHIVE_COLUMNS])
 
 
@@ -76,6 +79,7 @@ class TableExtract:
     out_of_order: OutOfOrderCaptures = OutOfOrderCaptures()  # rows captured although last_updated did not move forward
     late_rows: int = 0  # versions archived behind the look-back window (transactions open at the last snapshot)
     snapshot: str | None = None  # the source snapshot read (pg_current_snapshot(): xmin:xmax:in-progress ids)
+    tombstones: int = 0  # rows deleted in the source, archived as tombstones by this batch
     commit: Commit | None = None  # set once the write is committed (by `extract_tables`; the IO manager's is in Dagster)
 
 
@@ -100,12 +104,6 @@ class Extraction:
 # The run
 
 
-def _connect(source_url: str, connect_timeout: float) -> psycopg.Connection:
-    return connect(source_url, purpose="extract", what="the totesys source database", setting="TOTESYS_DB_URL",
-                   hint="Check TOTESYS_DB_URL, that the server is running and reachable from here, and the credentials.",
-                   error=SourceError, connect_timeout=connect_timeout, client_encoding="UTF8")
-
-
 def _normalise_batch_ts(batch_ts: datetime | None) -> datetime:
     if batch_ts is None:
         return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -114,10 +112,12 @@ def _normalise_batch_ts(batch_ts: datetime | None) -> datetime:
     return batch_ts
 
 
-def _with_batch_columns(batch: pa.RecordBatch, schema: pa.Schema, number: int, batch_ts: datetime) -> pa.RecordBatch:
+def _with_batch_columns(batch: pa.RecordBatch, schema: pa.Schema, number: int, batch_ts: datetime,
+                        deleted: bool = False) -> pa.RecordBatch:
     rows = batch.num_rows
     return pa.RecordBatch.from_arrays(
-        [*batch.columns, pa.array([number] * rows, pa.int64()), pa.array([batch_ts] * rows, pa.timestamp("us"))],
+        [*batch.columns, pa.array([number] * rows, pa.int64()), pa.array([batch_ts] * rows, pa.timestamp("us")),
+         pa.array([batch_ts if deleted else None] * rows, pa.timestamp("us"))],
         schema=schema)
 
 
@@ -132,6 +132,8 @@ def _extract_table(
     source_url: str,
     snapshot: str,
     say: Callable[[str], None],
+    marker: str | None = None,
+    max_deleted_share: float = deletes.DEFAULT_MAX_SHARE,
 ) -> TableExtract:
     table = live.table
     where = f"{previous.table.uri} version {previous.version}"
@@ -162,14 +164,15 @@ def _extract_table(
                     b = b.filter(pc.invert(behind))
             yield dedup.filter(b)
 
-    def archive(batch: pa.RecordBatch) -> None:
+    def archive(batch: pa.RecordBatch, deleted: bool = False) -> None:
         nonlocal spool, preview
         if spool is None:
             preview = pa.Table.from_batches([batch.slice(0, PREVIEW_ROWS)])
             spool = Spool(schema)
-        spool.write(_with_batch_columns(batch, schema, number, batch_ts))
+        spool.write(_with_batch_columns(batch, schema, number, batch_ts, deleted))
 
     late_rows = None
+    gone = pa.array([], pa.int64())
     try:
         with conn.cursor() as cur, cur.copy(query, params) as copy:
             for batch in rebatch(in_window(csv_batches(copy, table)), batch_rows, table.arrow_schema):
@@ -179,6 +182,13 @@ def _extract_table(
                                       table)
             for batch in late_rows.new.to_batches(batch_rows):
                 archive(batch)
+        if previous.exists and deletes.should_look(previous.state, marker):
+            found = deletes.find_deletes(conn, table, previous.table, previous)
+            found.refuse_mass(table, max_deleted_share)
+            gone = found.ids
+            if len(gone):
+                for batch in deletes.tombstones(previous.table, previous, table, gone, batch_ts).to_batches(batch_rows):
+                    archive(batch, deleted=True)
     except BaseException as err:
         if spool is not None:
             spool.discard()
@@ -195,7 +205,10 @@ def _extract_table(
         out_of_order = out_of_order + late_rows.out_of_order()
     if out_of_order:
         say(f"WARNING {out_of_order.describe(table)}")
-    vanished = dedup.vanished()
+    if len(gone):
+        say(f"WARNING {deletes.describe(table, gone)}")
+    buried = set(gone.to_pylist())
+    vanished = [v for v in dedup.vanished() if v[0] not in buried]
     if vanished:
         say(
             f"WARNING {table.name}: {len(vanished)} id(s) archived in the look-back window were not read again "
@@ -222,8 +235,11 @@ def _extract_table(
         "batch_ts": batch_ts.isoformat(timespec="microseconds"),
         "snapshot": snapshot,
         "total_rows": before + spool.rows,
-        # Captures of versions out of order, ever: a processed table that consumed fewer merges its rows by version.
-        RECAPTURED_TOTAL: int(previous.state.get(RECAPTURED_TOTAL, 0)) + out_of_order.count,
+        # Captures of versions out of order (tombstones included), ever: a processed table that consumed fewer
+        # merges its rows by version.
+        RECAPTURED_TOTAL: int(previous.state.get(RECAPTURED_TOTAL, 0)) + out_of_order.count + len(gone),
+        deletes.TOMBSTONES_TOTAL: int(previous.state.get(deletes.TOMBSTONES_TOTAL, 0)) + len(gone),
+        deletes.MARKER_KEY: marker,
     }
     say(f"{table.name}: {spool.rows} new versions since {since} ({dedup.duplicates} already archived), batch {number}")
     write = TableWrite(previous, STAGE, state_json, spool.finish(), rows=spool.rows, evolve_schema=True,
@@ -242,6 +258,7 @@ def _extract_table(
         out_of_order=out_of_order,
         late_rows=late_rows.new.num_rows if late_rows is not None else 0,
         snapshot=snapshot,
+        tombstones=len(gone),
     )
 
 
@@ -257,6 +274,7 @@ def prepare_extraction(
     connect_timeout: float = 10,
     statement_timeout: timedelta = timedelta(minutes=30),
     connections: int = 2,
+    max_deleted_share: float = deletes.DEFAULT_MAX_SHARE,
 ) -> Extraction:
     """Prepare the next batch of every table in `tables` from one snapshot of the source: its new versions
     (spooled) and its next state, as a `TableWrite` each. Nothing is committed here: the lake IO manager (or
@@ -266,6 +284,7 @@ def prepare_extraction(
     `failures` and the others go on. With `connections` > 1, that many tables are read at once, the largest
     first, each reading connection importing the snapshot of the first one (`pg_export_snapshot`): every table
     still comes from the same snapshot. With 1, the tables are read one after the other in table order.
+    A table that lost more than `max_deleted_share` of its rows since its last batch fails (deletes.py).
     Raises only when the run cannot start (the source unreachable, its catalog unreadable).
     """
     wanted = contract_tables(tables)
@@ -275,6 +294,8 @@ def prepare_extraction(
         raise ValueError(f"batch_rows must be positive, got {batch_rows}")
     if connections < 1:
         raise ValueError(f"connections must be at least 1, got {connections}")
+    if not 0 <= max_deleted_share <= 1:
+        raise ValueError(f"max_deleted_share must be between 0 and 1, got {max_deleted_share}")
     batch_ts = _normalise_batch_ts(batch_ts)
     from totesys_platform.lake.convert import refuse_unconverted  # (convert builds on this module)
 
@@ -288,20 +309,27 @@ def prepare_extraction(
         with conn.transaction():
             return _extract_table(
                 conn, live, previous[live.name], lookback=lookback, batch_ts=batch_ts, batch_rows=batch_rows,
-                source_url=source_url, snapshot=snapshot, say=say,
+                source_url=source_url, snapshot=snapshot, say=say, marker=markers.get(live.name),
+                max_deleted_share=max_deleted_share,
             )
 
     run = Extraction({}, {})
     try:
-        with _source_snapshot(source_url, wanted, connect_timeout, statement_timeout) as (conn, snapshot, live, bad):
+        markers: dict[str, str] = {}
+
+        def read_markers(conn: psycopg.Connection) -> None:
+            markers.update(deletes.read_markers(conn, [t.name for t in wanted]))
+
+        with source_snapshot(source_url, wanted, connect_timeout, statement_timeout, read_markers) as (
+                conn, snapshot, live, bad):
             log(f"Extracting {len(wanted)} tables from {redact_url(source_url)} (snapshot {snapshot}) to {zone.url}")
             run.failures.update({t: schema_error(t, problems) for t, problems in bad.items()})
             readable = [live[t.name] for t in wanted if t.name in live]
             if connections == 1 or len(readable) <= 1:
                 _extract_in_order(readable, conn, extract, log, run)
             else:
-                exported, largest_first = _export_snapshot(conn, readable, source_url)
-                reader = functools.partial(_snapshot_reader, source_url, exported, connect_timeout, statement_timeout)
+                exported, largest_first = export_snapshot(conn, readable, source_url)
+                reader = functools.partial(snapshot_reader, source_url, exported, connect_timeout, statement_timeout)
                 _extract_in_parallel(largest_first, extract, reader, min(connections, len(readable)), log, run)
     except BaseException:
         run.discard()
@@ -345,26 +373,6 @@ def _extract_in_order(tables: Sequence[LiveTable], conn: psycopg.Connection,
             if conn.broken:  # the connection itself is gone: nothing else can be read on it
                 run.failures.update({t.name: err for t in tables[position + 1:]})
                 return
-
-
-def _export_snapshot(conn: psycopg.Connection, tables: Sequence[LiveTable],
-                     source_url: str) -> tuple[str, list[LiveTable]]:
-    """The exported id of the connection's snapshot, and `tables` largest first (by the statistics' row
-    counts: unlike pg_relation_size, reading them takes no lock, so a table locked by someone else holds up
-    only its own read)."""
-    try:
-        exported = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        sizes = dict(conn.execute(
-            "SELECT c.relname, greatest(c.reltuples, s.n_live_tup, 0) FROM pg_class AS c "
-            "JOIN pg_namespace AS n ON n.oid = c.relnamespace LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid "
-            "WHERE n.nspname = %s AND c.relname = ANY(%s)",
-            (SOURCE_SCHEMA, [t.name for t in tables])).fetchall())
-    except psycopg.Error as err:
-        raise SourceError(
-            f"cannot share the snapshot of {redact_url(source_url)} with more reading connections: "
-            f"{_driver_message(err, source_url)}. Extract with one connection (connections: 1)"
-        ) from None
-    return exported, sorted(tables, key=lambda t: -sizes.get(t.name, 0))
 
 
 def _extract_in_parallel(
@@ -429,79 +437,5 @@ def _extract_in_parallel(
             run.failures[table.name] = broken[0] if broken else SourceError(f"{table.name} was not read")
 
 
-def _session_settings(conn: psycopg.Connection, statement_timeout: timedelta) -> None:
-    conn.execute("SET LOCAL DateStyle = ISO")
-    conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout // timedelta(milliseconds=1)),))
-
-
-@contextmanager
-def _read_only_transaction(source_url: str, connect_timeout: float) -> Iterator[psycopg.Connection]:
-    """A new connection inside a read-only REPEATABLE READ transaction (one snapshot); closed on exit."""
-    conn = _connect(source_url, connect_timeout)
-    try:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        with conn.transaction():
-            yield conn
-    finally:
-        conn.close()
-
-
-@contextmanager
-def _source_snapshot(source_url: str, tables: Sequence[contract.SourceTable], connect_timeout: float,
-                     statement_timeout: timedelta
-                     ) -> Iterator[tuple[psycopg.Connection, str, dict[str, LiveTable], dict[str, list[str]]]]:
-    """A connection inside one read-only REPEATABLE READ transaction (one snapshot for every read), with ISO
-    dates and the statement timeout set; the snapshot; `tables` as the source has them (those that match the
-    contract); and the differences from the contract of those that do not."""
-    with _read_only_transaction(source_url, connect_timeout) as conn:
-        try:
-            _session_settings(conn, statement_timeout)
-            live, problems = schema_problems(conn, [t.name for t in tables])
-            snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
-        except psycopg.Error as err:
-            raise SourceError(
-                f"reading the schema of {redact_url(source_url)} failed: {_driver_message(err, source_url)}"
-            ) from None
-        yield conn, snapshot, live, problems
-
-
-@contextmanager
-def _snapshot_reader(source_url: str, exported: str, connect_timeout: float,
-                     statement_timeout: timedelta) -> Iterator[psycopg.Connection]:
-    """Another connection in a read-only REPEATABLE READ transaction on the exported snapshot `exported`."""
-    with _read_only_transaction(source_url, connect_timeout) as conn:
-        try:
-            # Before any other statement. The id comes from the server's pg_export_snapshot(); SET takes no
-            # bound parameters.
-            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
-            _session_settings(conn, statement_timeout)
-        except psycopg.Error as err:
-            raise SourceError(
-                f"cannot open another reading connection on the extraction's snapshot at "
-                f"{redact_url(source_url)}: {_driver_message(err, source_url)}. Extract with one connection "
-                "(connections: 1)"
-            ) from None
-        yield conn
-
-
-def read_source_table(source_url: str, table_name: str, *, connect_timeout: float = 10,
-                      statement_timeout: timedelta = timedelta(minutes=30)) -> pa.Table:
-    """Every row of one contract table, with the contract's types, from one read-only snapshot (for the
-    hourly reconciliation; extraction itself never holds a whole table)."""
-    (table,) = contract_tables([table_name])
-    with _source_snapshot(source_url, [table], connect_timeout, statement_timeout) as (conn, _, _, problems):
-        if table_name in problems:
-            raise schema_error(table_name, problems[table_name])
-        try:
-            with conn.cursor() as cur, cur.copy(copy_query(table, False)) as copy:
-                batches = list(csv_batches(copy, table))
-        except psycopg.Error as err:
-            raise SourceError(
-                f"reading {table.name} from {redact_url(source_url)} failed: {_driver_message(err, source_url)}"
-            ) from None
-    return pa.Table.from_batches(batches, schema=table.arrow_schema)
-
-
 __all__ = ["Extraction", "OutOfOrderCaptures", "SourceError", "TableExtract", "archive_schema", "extract_tables",
-           "prepare_extraction", "read_source_table", "validate_source_schema"]
+           "prepare_extraction", "validate_source_schema"]

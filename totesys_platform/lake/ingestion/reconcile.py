@@ -11,7 +11,10 @@ version of every id, and sorts each difference into one of these:
   its own version, and reported here until the writer's owners fix it);
 - missed: a version newer than the archive but below the extraction's window (committed later than the
   look-back allows): no extraction will ever read it;
-- deleted: archived, no longer in the source (facts keep their history; reported, not an error).
+- deleted: archived alive, no longer in the source, and not archived as a tombstone yet (the next extraction
+  that sees the table's delete counter move archives it; reported, not an error).
+
+Ids whose latest capture is a tombstone count as not archived: deleted on both sides.
 
 It runs hourly (the `source_matches_lake` checks), not on the tick: it scans the whole table.
 """
@@ -25,7 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from totesys_platform.lake.delta import LakeZone
-from totesys_platform.lake.ingestion.extract import BATCH_COLUMN, read_source_table
+from totesys_platform.lake.ingestion.deletes import DELETED_AT_COLUMN
+from totesys_platform.lake.ingestion.snapshots import read_source_table
+from totesys_platform.lake.ingestion.versions import BATCH_COLUMN
 from totesys_platform.lake.store import LakeError
 from totesys_platform.source import contract
 
@@ -51,12 +56,18 @@ class SourceDrift:
 
 
 def latest_archived(ingestion: LakeZone, table: contract.SourceTable) -> tuple[pa.Table, datetime | None]:
-    """The latest archived version of each id, its latest capture (quarantined versions included: they were
-    archived), and the point the next extraction reads from."""
+    """The latest archived version of each id alive in the archive, its latest capture (quarantined versions
+    included: they were archived; ids whose latest capture is a tombstone left out), and the point the next
+    extraction reads from."""
     archive = ingestion.table(table.name)
     snapshot = archive.snapshot()
-    rows = archive.read(snapshot, columns=[*table.column_names, BATCH_COLUMN])
-    captured = pa.schema([*table.arrow_schema, pa.field(BATCH_COLUMN, pa.int64())])
+    held = snapshot.arrow_schema()
+    buried = held is not None and DELETED_AT_COLUMN in held.names
+    rows = archive.read(snapshot, columns=[*table.column_names, BATCH_COLUMN, *([DELETED_AT_COLUMN] if buried else [])])
+    captured = pa.schema([*table.arrow_schema, pa.field(BATCH_COLUMN, pa.int64()),
+                          pa.field(DELETED_AT_COLUMN, pa.timestamp("us"))])
+    if rows is not None and not buried:
+        rows = rows.append_column(DELETED_AT_COLUMN, pa.nulls(rows.num_rows, pa.timestamp("us")))
     data = rows.cast(captured) if rows is not None else captured.empty_table()
     reach = None
     if snapshot.state:
@@ -67,7 +78,9 @@ def latest_archived(ingestion: LakeZone, table: contract.SourceTable) -> tuple[p
                 f"{table.name}: the extraction state recorded in {archive.uri} version {snapshot.version} is "
                 f"unreadable ({type(err).__name__}: {err}); restore the table's _delta_log from a backup"
             ) from None
-    return last_per_key(data, table.primary_key, ["last_updated", BATCH_COLUMN]).drop_columns([BATCH_COLUMN]), reach
+    latest = last_per_key(data, table.primary_key, ["last_updated", BATCH_COLUMN])
+    latest = latest.filter(pc.is_null(latest[DELETED_AT_COLUMN]))
+    return latest.drop_columns([BATCH_COLUMN, DELETED_AT_COLUMN]), reach
 
 
 def last_per_key(data: pa.Table, key: str, order_by: list[str]) -> pa.Table:
@@ -143,7 +156,7 @@ def describe(drift: SourceDrift) -> str:
         "changed_in_place": "changed without moving last_updated (id, last_updated)",
         "moved_back": "last_updated earlier than the archived version (id, source, archived)",
         "missed": "committed later than the look-back allows: never extracted (id, last_updated)",
-        "deleted": "deleted in the source (id, -, last archived)",
+        "deleted": "deleted in the source, not archived as deleted yet (id, -, last archived)",
     }
     return "; ".join(
         f"{drift.counts[kind]} {explain[kind]}: {drift.samples.get(kind, [])}" for kind in explain if drift.counts.get(kind)
