@@ -47,6 +47,8 @@ COPY_CHUNK = 1 << 20
 _VERSION = {
     "created_date": "s.created_at::date", "created_time": "s.created_at::time(3)",
     "last_updated_date": "s.last_updated::date", "last_updated_time": "s.last_updated::time(3)",
+    # A snapshot-to-snapshot baseline never sees a delete: no fact row is marked deleted.
+    "deleted_at": "NULL::timestamp(3)",
 }
 FACT_SOURCES: dict[str, tuple[str, dict[str, str]]] = {
     "fact_sales_order": ("sales_order", {

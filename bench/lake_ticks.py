@@ -173,11 +173,12 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def splice(report: Path, section: str) -> None:
-    """Put the section into the report, replacing the previous one (before "## How to run" the first time)."""
+def splice(report: Path, section: str, start: str = START, end: str = END) -> None:
+    """Put the section (between the markers `start` and `end`) into the report, replacing the previous one (before
+    "## How to run" the first time)."""
     text = report.read_text() if report.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
+    if start in text and end in text:
+        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
     elif "## How to run" in text:
         text = text.replace("## How to run", section + "\n\n## How to run", 1)
     else:

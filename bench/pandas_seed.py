@@ -102,6 +102,7 @@ def transform(frames: dict[str, pd.DataFrame], reference: dict[str, pd.DataFrame
         for col in ("agreed_delivery_date", "agreed_payment_date", "payment_date"):
             if col in df:
                 df[col] = _dates(df[col])
+        df["deleted_at"] = pd.Series(pd.NaT, index=df.index, dtype="datetime64[ms]")  # a snapshot baseline sees no delete
         out[fact] = df.rename(columns={"staff_id": "sales_staff_id"}) if fact == "fact_sales_order" else df
     dates = pd.concat([out[f][c] for f in ("fact_sales_order", "fact_purchase_order", "fact_payment")
                        for c in TARGET_TABLES[f].column_names if c.endswith("_date") and c in out[f]])

@@ -643,11 +643,19 @@ def _preserved_notes(output: Path) -> str:
     return "_(No notes yet. Text written between the two notes markers is kept when the report is regenerated.)_"
 
 
-def _lake_ticks_section(output: Path) -> str | None:
-    """The section bench/lake_ticks.py generated, if the report has one: it is kept as it is."""
-    start, end = "<!-- lake-ticks:start -->", "<!-- lake-ticks:end -->"
+# Sections other benches generate (bench/lake_ticks.py, bench/deletes.py): kept as they are.
+KEPT_SECTIONS = ("lake-ticks", "deletes")
+
+
+def _kept_sections(output: Path) -> list[str]:
+    """The sections the other benches generated, those the report has, in KEPT_SECTIONS order."""
     text = output.read_text() if output.exists() else ""
-    return text[text.index(start):text.index(end) + len(end)] if start in text and end in text else None
+    kept = []
+    for name in KEPT_SECTIONS:
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if start in text and end in text:
+            kept.append(text[text.index(start):text.index(end) + len(end)])
+    return kept
 
 
 def render_report(options: Options, output: Path, machine: dict, records: list[RunRecord], scales: list[ScaleInfo],
@@ -814,9 +822,8 @@ def render_report(options: Options, output: Path, machine: dict, records: list[R
         add("Agreement: " + ("floor, seeds and ours agree on every table but dim_date." if not mismatches
                              else "**mismatch**: " + "; ".join(mismatches)))
         add("")
-    lake_ticks = _lake_ticks_section(output)
-    if lake_ticks:
-        add(lake_ticks)
+    for section in _kept_sections(output):
+        add(section)
         add("")
     add("## How to run")
     add("")
@@ -827,6 +834,7 @@ def render_report(options: Options, output: Path, machine: dict, records: list[R
     add(".venv/bin/python bench/run.py --profile tiny --output /tmp/BENCHMARKS.md   # smoke run, ~1 min")
     add(".venv/bin/python bench/run.py --help")
     add(".venv/bin/python bench/lake_ticks.py --ticks 1000     # the lake over many ticks (its own section)")
+    add(".venv/bin/python bench/deletes.py --scale 100         # the cost of detecting deletes (its own section)")
     add("```")
     add("")
     add("The freshness mode measures change-to-warehouse latency against a running stack: start it with "

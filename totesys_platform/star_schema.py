@@ -2,7 +2,9 @@
 
 Plain data, no Dagster. The processed zone stores exactly these Arrow schemas as Parquet; the
 warehouse creates exactly these columns (plus a surrogate record id first on each fact).
-Column names and order follow the contract (section 2).
+Column names and order follow the contract (section 2); each fact ends with `deleted_at`, the one column
+the contract's section 4 adds: when the platform saw the source row deleted, on the row of its latest
+version (NULL while the row exists).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pyarrow as pa
 
 MONEY = pa.decimal128(10, 2)
 TIME_MS = pa.time32("ms")
+DELETED_AT = "deleted_at"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,11 @@ class TargetTable:
     @property
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns])
+
+    @property
+    def current_columns(self) -> list[str]:
+        """The columns of a fact's `*_current` view (which holds no deleted row, so no `deleted_at`)."""
+        return [name for name in self.column_names if name != DELETED_AT]
 
     @property
     def version_key(self) -> tuple[str, ...]:
@@ -72,6 +80,7 @@ def _money(name: str) -> TargetColumn:
 _VERSION_COLUMNS = (
     _date("created_date"), _time("created_time"), _date("last_updated_date"), _time("last_updated_time"),
 )
+_DELETED = TargetColumn(DELETED_AT, pa.timestamp("ms"), "timestamp(3)", nullable=True)
 
 _TABLES = (
     TargetTable("dim_date", "dimension", (
@@ -115,7 +124,7 @@ _TABLES = (
         TargetColumn("units_sold", pa.int32(), "integer"), _money("unit_price"),
         _id("currency_id", "dim_currency.currency_id"), _id("design_id", "dim_design.design_id"),
         _date("agreed_payment_date"), _date("agreed_delivery_date"),
-        _id("agreed_delivery_location_id", "dim_location.location_id"),
+        _id("agreed_delivery_location_id", "dim_location.location_id"), _DELETED,
     ), natural_key="sales_order_id", surrogate_key="sales_record_id"),
     TargetTable("fact_purchase_order", "fact", (
         _id("purchase_order_id"), *_VERSION_COLUMNS,
@@ -123,14 +132,14 @@ _TABLES = (
         _text("item_code"), TargetColumn("item_quantity", pa.int32(), "integer"), _money("item_unit_price"),
         _id("currency_id", "dim_currency.currency_id"),
         _date("agreed_delivery_date"), _date("agreed_payment_date"),
-        _id("agreed_delivery_location_id", "dim_location.location_id"),
+        _id("agreed_delivery_location_id", "dim_location.location_id"), _DELETED,
     ), natural_key="purchase_order_id", surrogate_key="purchase_record_id"),
     TargetTable("fact_payment", "fact", (
         _id("payment_id"), *_VERSION_COLUMNS,
         _id("transaction_id", "dim_transaction.transaction_id"),
         _id("counterparty_id", "dim_counterparty.counterparty_id"), _money("payment_amount"),
         _id("currency_id", "dim_currency.currency_id"), _id("payment_type_id", "dim_payment_type.payment_type_id"),
-        TargetColumn("paid", pa.bool_(), "boolean"), _date("payment_date"),
+        TargetColumn("paid", pa.bool_(), "boolean"), _date("payment_date"), _DELETED,
     ), natural_key="payment_id", surrogate_key="payment_record_id"),
 )
 

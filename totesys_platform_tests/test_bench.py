@@ -247,7 +247,7 @@ def test_pandas_and_floor_ticks_pick_up_exactly_the_change(totesys_url, empty_db
 
 
 def test_the_many_ticks_bench_measures_ticks_and_logs_and_its_section_survives_a_regenerated_report(tmp_path):
-    from bench.run import _lake_ticks_section
+    from bench.run import _kept_sections
 
     report = tmp_path / "BENCHMARKS.md"
     report.write_text("# Benchmarks\n\n## Results\n\n## How to run\n\nmake bench\n")
@@ -264,11 +264,31 @@ def test_the_many_ticks_bench_measures_ticks_and_logs_and_its_section_survives_a
     assert last["version"] > measured["samples"][0]["ingestion"]["version"]
     assert last["data_files"] == 1 and last["read_files"] == 1
     text = report.read_text()
-    section = _lake_ticks_section(report)
-    assert section and "## Lake over many ticks" in section and "| 4 | ingestion/sales_order |" in section
+    (section,) = _kept_sections(report)
+    assert "## Lake over many ticks" in section and "| 4 | ingestion/sales_order |" in section
     assert text.index("## Results") < text.index(section) < text.index("## How to run")
     # Run again: the section is replaced, not repeated.
     subprocess.run([sys.executable, str(REPO / "bench" / "lake_ticks.py"), "--ticks", "1", "--scale", "0.02",
                     "--output", str(report), "--results-dir", str(tmp_path)], check=True, capture_output=True,
                    timeout=600)
     assert report.read_text().count("## Lake over many ticks") == 1
+
+
+def test_the_deletes_bench_times_the_comparison_and_its_section_survives_a_regenerated_report(tmp_path):
+    from bench.run import _kept_sections
+
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("# Benchmarks\n\n## Results\n\n<!-- lake-ticks:start -->\n## Lake over many ticks\n"
+                      "<!-- lake-ticks:end -->\n\n## How to run\n\nmake bench\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "deletes.py"), "--scale", "0.02", "--deletes", "5", "--repeat", "2",
+         "--output", str(report), "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    measured = json.loads((tmp_path / "deletes.json").read_text())
+    assert [s["tombstones"] for s in measured["samples"]] == [5, 5]
+    first, second = measured["samples"]
+    assert first["gone"] == 5 and second["live_ids"] == first["live_ids"] - 5 == second["source_ids"] + 5
+    lake_ticks, deletes = _kept_sections(report)
+    assert "## Detecting deletes" in deletes and "| the source's ids" in deletes
+    text = report.read_text()
+    assert text.index("## Results") < text.index(deletes) < text.index("## How to run")

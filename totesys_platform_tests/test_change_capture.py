@@ -1,6 +1,6 @@
 """Contract section 4, end to end with real Dagster runs: rows changed without `last_updated` moving forward are
 captured, not refused; the latest capture reaches the processed zone and the warehouse, and a warning check names
-the ids."""
+the ids. Deleted rows are archived as tombstones and leave the current views; their history stays."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import pyarrow.compute as pc
 
 from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.ingestion.assets import VERSIONS_MOVE_FORWARD
+from totesys_platform.lake.ingestion.deletes import read_markers
 from totesys_platform.lake.ingestion.reconcile import source_drift
 from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.warehouse.rebuild import rebuild_warehouse
+from totesys_platform_tests.source_statistics import wait_for_delete_statistics
 from totesys_platform_tests.test_pipeline import count, resources, run_pipeline
 
 # (pytest finds the fixtures seeded_totesys and lake_urls through this import)
@@ -103,3 +105,53 @@ def test_rows_changed_in_place_or_moved_back_are_captured_and_the_latest_capture
     assert _one(warehouse_url, "SELECT units_sold FROM fact_sales_order_current WHERE sales_order_id = %s",
                 (order,)) == (units + 1,)
     assert _one(warehouse_url, "SELECT first_name FROM dim_staff WHERE staff_id = %s", (staff,)) == ("Changed-In-Place",)
+
+
+def test_a_deleted_order_and_payment_leave_the_current_views_and_keep_their_history(
+        seeded_totesys, warehouse_url, lake_urls):  # noqa: F811
+    res = resources(seeded_totesys, warehouse_url, *lake_urls)
+    run_pipeline(res, with_checks=False)
+    with psycopg.connect(seeded_totesys, autocommit=True) as conn:
+        markers = read_markers(conn, ["sales_order", "payment"])
+        order, = conn.execute("SELECT max(sales_order_id) FROM sales_order").fetchone()
+        txn, = conn.execute("SELECT transaction_id FROM transaction WHERE sales_order_id = %s", (order,)).fetchone()
+        payment, = conn.execute("SELECT min(payment_id) FROM payment").fetchone()
+        conn.execute("DELETE FROM payment WHERE payment_id = %s", (payment,))
+        # transaction.sales_order_id is ON DELETE SET NULL: the order's transaction changes without last_updated.
+        conn.execute("DELETE FROM sales_order WHERE sales_order_id = %s", (order,))
+    for table in ("sales_order", "payment"):
+        wait_for_delete_statistics(seeded_totesys, table, markers[table])
+    history = count(warehouse_url, f"SELECT count(*) FROM fact_sales_order WHERE sales_order_id = {order}")
+
+    result = run_pipeline(res)  # nothing halts
+    health = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("extract_totesys")}
+    assert health["sales_order"]["tombstones"].value == 1 and health["payment"]["tombstones"].value == 1
+    assert health["sales_order"]["tombstones_total"].value == 1 and health["currency"]["tombstones"].value == 0
+    # Gone from the current views; the history stays, its latest version marked with when the deletion was seen.
+    assert count(warehouse_url, f"SELECT count(*) FROM fact_sales_order_current WHERE sales_order_id = {order}") == 0
+    assert count(warehouse_url, f"SELECT count(*) FROM fact_payment_current WHERE payment_id = {payment}") == 0
+    assert count(warehouse_url, f"SELECT count(*) FROM fact_sales_order WHERE sales_order_id = {order}") == history
+    assert count(warehouse_url, f"SELECT count(*) FROM fact_sales_order WHERE sales_order_id = {order} "
+                                "AND deleted_at IS NOT NULL") == 1
+    assert count(warehouse_url, "SELECT count(*) FROM fact_sales_order_current") == count(
+        seeded_totesys, "SELECT count(*) FROM sales_order")
+    assert count(warehouse_url, "SELECT count(*) FROM fact_payment_current") == count(
+        seeded_totesys, "SELECT count(*) FROM payment")
+    # The cascade's in-place change reached the dimension; dimension rows the history refers to stay.
+    assert _one(warehouse_url, "SELECT sales_order_id FROM dim_transaction WHERE transaction_id = %s", (txn,)) == (None,)
+    # Every check agrees: the lake's tombstones, the processed facts and the warehouse say the same.
+    failing = {(e.asset_key.path[-1], e.check_name) for e in result.get_asset_check_evaluations() if not e.passed}
+    assert failing == {("transaction", VERSIONS_MOVE_FORWARD)}, failing
+    ingestion = LakeZone(lake_urls[0])
+    assert source_drift(seeded_totesys, ingestion, "sales_order").counts["deleted"] == 0
+    processed = read_processed(LakeZone(lake_urls[1]), "fact_payment")
+    assert processed.filter(pc.equal(processed["payment_id"], payment))["deleted_at"].null_count == 0
+
+    # Nothing is buried twice, and a rebuild from the lake gives the same current state.
+    again = run_pipeline(res, with_checks=False)
+    health = {m.asset_key.path[-1]: m.metadata for m in again.asset_materializations_for_node("extract_totesys")}
+    assert health["sales_order"]["tombstones"].value == 0
+    rebuild_warehouse(warehouse_url, LakeZone(lake_urls[1]))
+    assert count(warehouse_url, f"SELECT count(*) FROM fact_sales_order_current WHERE sales_order_id = {order}") == 0
+    assert count(warehouse_url, f"SELECT count(*) FROM fact_sales_order WHERE sales_order_id = {order} "
+                                "AND deleted_at IS NOT NULL") == 1

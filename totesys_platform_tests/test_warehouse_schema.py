@@ -3,6 +3,7 @@ migrations are idempotent, versioned and serialised; views, load state and reset
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import psycopg
@@ -12,7 +13,8 @@ from totesys_platform.star_schema import FACTS, TARGET_TABLES
 from totesys_platform.warehouse.loader import load_table
 from totesys_platform.lake.delta import Position
 from totesys_platform.warehouse.schema import (
-    LATEST_VERSION, WarehouseSchemaError, ensure_schema, get_load_position, reset_warehouse, set_load_state,
+    LATEST_VERSION, WarehouseSchemaError, ensure_schema, get_load_position, reset_warehouse, schema_drift,
+    set_load_state,
 )
 from totesys_platform_tests.test_warehouse_loader import (
     T1, T2, T3, arrow, load_dimensions, payment_row, sales_row,
@@ -22,6 +24,7 @@ from totesys_platform_tests.test_warehouse_loader import (
 PG_TYPE = {
     "integer": "integer", "text": "text", "varchar": "character varying", "varchar(3)": "character varying(3)",
     "numeric(10,2)": "numeric(10,2)", "time(3)": "time(3) without time zone", "date": "date", "boolean": "boolean",
+    "timestamp(3)": "timestamp(3) without time zone",
 }
 
 
@@ -116,7 +119,9 @@ def test_ensure_schema_twice_is_a_no_op(conn):
     assert conn.execute("SELECT version, description FROM totesys_meta.schema_migrations ORDER BY 1").fetchall() == [
         (1, "star schema: 8 dimensions, 3 append-only facts, current views, load state"),
         (2, "load state: commit id of the processed batch loaded through"),
-        (3, "load state: the processed Delta table, version and commit time loaded through")]
+        (3, "load state: the processed Delta table, version and commit time loaded through"),
+        (4, "facts: deleted_at (when the source row was seen deleted); current views leave deleted orders and "
+            "payments out")]
 
 
 def test_ensure_schema_on_an_idle_connection_commits(warehouse_url):
@@ -151,7 +156,7 @@ def test_concurrent_ensure_schema_calls_serialise(warehouse_url):
 def test_a_newer_schema_version_is_refused(conn):
     conn.execute("INSERT INTO totesys_meta.schema_migrations (version, description) VALUES (99, 'future')")
     conn.commit()
-    with pytest.raises(WarehouseSchemaError, match=r"schema version\(s\) \[99\], newer than this code knows \(3\)"):
+    with pytest.raises(WarehouseSchemaError, match=r"schema version\(s\) \[99\], newer than this code knows \(4\)"):
         ensure_schema(conn)
 
 
@@ -184,7 +189,27 @@ def test_current_views_return_the_latest_version(conn):
     view_columns = [r[0] for r in conn.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'fact_sales_order_current' "
         "ORDER BY ordinal_position")]
-    assert view_columns == ["sales_record_id", *TARGET_TABLES["fact_sales_order"].column_names]
+    assert view_columns == ["sales_record_id", *TARGET_TABLES["fact_sales_order"].current_columns]
+
+
+def test_current_views_leave_out_an_order_whose_latest_version_was_seen_deleted(conn):
+    load_dimensions(conn)
+    seen = dt.datetime(2026, 1, 1, 12, 0, 0, 123000)
+    load_table(conn, "fact_sales_order", arrow("fact_sales_order", [
+        sales_row(1, T1, units_sold=1), sales_row(1, T2, units_sold=2, deleted_at=seen),
+        sales_row(2, T1, units_sold=9)]), "append_versions")
+    assert conn.execute("SELECT sales_order_id FROM fact_sales_order_current").fetchall() == [(2,)]
+    # History stays, with when the deletion was seen.
+    assert conn.execute("SELECT units_sold, deleted_at FROM fact_sales_order WHERE sales_order_id = 1 "
+                        "ORDER BY last_updated_date").fetchall() == [(1, None), (2, seen)]
+
+
+def test_a_current_view_that_drifted_from_star_schema_is_reported(conn):
+    conn.execute("DROP VIEW fact_payment_current")
+    conn.execute("CREATE VIEW fact_payment_current AS SELECT payment_record_id, payment_id FROM fact_payment")
+    assert schema_drift(conn) == [
+        "view fact_payment_current has columns payment_record_id, payment_id, expected "
+        + ", ".join(["payment_record_id", *TARGET_TABLES["fact_payment"].current_columns])]
 
 
 def test_current_view_breaks_same_day_ties_by_time(conn):

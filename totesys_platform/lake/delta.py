@@ -403,21 +403,24 @@ class LakeTable:
             raise _delta_error("commit to", self, err) from None
         return self._committed(read, commit_id, rows)
 
-    def merge(self, data: pa.Table, key: str | tuple[str, ...], *, read: Snapshot, stage: str, state: dict) -> Commit:
+    def merge(self, data: pa.Table, key: str | tuple[str, ...], *, read: Snapshot, stage: str, state: dict,
+              evolve_schema: bool = False) -> Commit:
         """Upsert `data` by `key`, one column or several (update every column of a matching row, insert the
-        others) and record `state`, in one commit; a table that does not exist yet is created with the rows."""
+        others) and record `state`, in one commit; a table that does not exist yet is created with the rows.
+        `evolve_schema` adds the columns `data` has and the table does not."""
         from deltalake.exceptions import CommitFailedError
 
         if read.delta is None or data.num_rows == 0:
             # Nothing to merge is still progress to record: delta-rs makes no commit for an empty merge.
-            return self.append(data, read=read, stage=stage, state=state, rows=data.num_rows)
+            return self.append(data, read=read, stage=stage, state=state, rows=data.num_rows,
+                               evolve_schema=evolve_schema)
         self._refuse_reused(read)
         self.zone.check_exclusive_commits()
         commit_id = uuid.uuid4().hex
         try:
             # Key columns are the star schema's own names, never data.
             matches = " AND ".join(f"t.{k} = s.{k}" for k in ((key,) if isinstance(key, str) else key))
-            (read.delta.merge(data, matches, source_alias="s", target_alias="t",
+            (read.delta.merge(data, matches, source_alias="s", target_alias="t", merge_schema=evolve_schema,
                               commit_properties=self._commit_properties(read, stage, state, commit_id))
              .when_matched_update_all().when_not_matched_insert_all().execute())
         except CommitFailedError:

@@ -97,7 +97,8 @@ def commit_write(write: TableWrite) -> Commit | None:
     try:
         if write.mode == "merge":
             data = write.data.read_all() if isinstance(write.data, Spool) else write.data
-            return table.merge(data, write.key, read=write.read, stage=write.stage, state=write.state)
+            return table.merge(data, write.key, read=write.read, stage=write.stage, state=write.state,
+                               evolve_schema=write.evolve_schema)
         data = write.data.reader() if isinstance(write.data, Spool) else write.data
         return table.append(data, read=write.read, stage=write.stage, state=write.state, rows=write.rows,
                             evolve_schema=write.evolve_schema, properties=write.properties,

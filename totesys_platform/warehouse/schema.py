@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from totesys_platform.lake.delta import Position
-from totesys_platform.star_schema import FACTS, TARGET_TABLES, TargetTable
+from totesys_platform.star_schema import DELETED_AT, FACTS, TARGET_TABLES, TargetTable
 
 META_SCHEMA = "totesys_meta"
 TABLE_SCHEMA = "public"
@@ -32,7 +32,8 @@ TABLE_SCHEMA = "public"
 SCHEMA_LOCK_KEY = 0x746F74657379730
 
 # Types star_schema may use: the DDL composes them as SQL text, so only known spellings pass.
-_SQL_TYPE = re.compile(r"^(integer|bigint|text|varchar|varchar\(\d+\)|numeric\(\d+,\d+\)|time\(\d\)|date|boolean)$")
+_SQL_TYPE = re.compile(
+    r"^(integer|bigint|text|varchar|varchar\(\d+\)|numeric\(\d+,\d+\)|time\(\d\)|timestamp\(\d\)|date|boolean)$")
 
 
 class WarehouseSchemaError(RuntimeError):
@@ -96,16 +97,30 @@ def _fact_indexes(table: TargetTable) -> list[sql.Composable]:
 
 
 def _create_current_view(table: TargetTable) -> sql.Composable:
-    cols = [table.surrogate_key, *table.column_names]
+    """Each id's latest version, unless that version was seen deleted (contract section 3, rule 6)."""
+    cols = sql.SQL(", ").join(map(_ident, [table.surrogate_key, *table.current_columns]))
     natural, date_col, time_col = table.version_key
     return sql.SQL(
-        "CREATE VIEW {view} AS SELECT DISTINCT ON ({nk}) {cols} FROM {fact} "
-        "ORDER BY {nk}, {d} DESC, {t} DESC"
+        "CREATE VIEW {view} AS SELECT {cols} FROM (SELECT DISTINCT ON ({nk}) {cols}, {deleted} FROM {fact} "
+        "ORDER BY {nk}, {d} DESC, {t} DESC) AS latest WHERE {deleted} IS NULL"
     ).format(
-        view=_ident(TABLE_SCHEMA, current_view_name(table.name)), nk=_ident(natural),
-        cols=sql.SQL(", ").join(map(_ident, cols)), fact=_ident(TABLE_SCHEMA, table.name),
-        d=_ident(date_col), t=_ident(time_col),
+        view=_ident(TABLE_SCHEMA, current_view_name(table.name)), nk=_ident(natural), cols=cols,
+        deleted=_ident(DELETED_AT), fact=_ident(TABLE_SCHEMA, table.name), d=_ident(date_col), t=_ident(time_col),
     )
+
+
+def _deletions_migration() -> Migration:
+    statements: list[sql.Composable] = []
+    for fact in (TARGET_TABLES[name] for name in FACTS):
+        # (IF NOT EXISTS: a warehouse created by this code has the column from migration 1.)
+        statements += [
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} timestamp(3)").format(
+                _ident(TABLE_SCHEMA, fact.name), _ident(DELETED_AT)),
+            sql.SQL("DROP VIEW IF EXISTS {}").format(_ident(TABLE_SCHEMA, current_view_name(fact.name))),
+            _create_current_view(fact),
+        ]
+    return Migration(4, "facts: deleted_at (when the source row was seen deleted); current views leave deleted "
+                        "orders and payments out", tuple(statements))
 
 
 def _initial_migration() -> Migration:
@@ -136,6 +151,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         sql.SQL("ALTER TABLE {} DROP COLUMN processed_commit_id, ADD COLUMN processed_table_id text NOT NULL, "
                 "ADD COLUMN processed_committed_at bigint NOT NULL").format(_ident(META_SCHEMA, "load_state")),
     )),
+    _deletions_migration(),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -194,20 +210,31 @@ def ensure_schema_once(conn: psycopg.Connection, key: str) -> None:
 
 
 def schema_drift(conn: psycopg.Connection) -> list[str]:
-    """Differences between the live warehouse tables and star_schema (columns, order, types, nullability)."""
+    """Differences between the live warehouse tables and star_schema (columns, order, types, nullability), and
+    between the facts' `*_current` views and their columns."""
+    views = {current_view_name(name): name for name in FACTS}
     rows = conn.execute(
         """
         SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE n.nspname = %s AND c.relkind IN ('r', 'v') AND c.relname = ANY(%s) AND a.attnum > 0
+          AND NOT a.attisdropped
         ORDER BY c.relname, a.attnum
         """,
-        (TABLE_SCHEMA, list(TARGET_TABLES)),
+        (TABLE_SCHEMA, [*TARGET_TABLES, *views]),
     ).fetchall()
     live: dict[str, list[tuple[str, str, bool]]] = {}
     for relname, column, pg_type, not_null in rows:
         live.setdefault(relname, []).append((column, pg_type, not_null))
     problems = []
+    for view, fact in views.items():
+        target = TARGET_TABLES[fact]
+        expected_names = [target.surrogate_key, *target.current_columns]
+        actual_names = [column for column, _, _ in live.get(view, [])]
+        if not actual_names:
+            problems.append(f"view {view} is missing")
+        elif actual_names != expected_names:
+            problems.append(f"view {view} has columns {', '.join(actual_names)}, expected {', '.join(expected_names)}")
     for table in TARGET_TABLES.values():
         expected = [(c.name, _canonical_type(c.sql_type), not c.nullable) for c in table.columns]
         if table.kind == "fact":
@@ -233,7 +260,7 @@ def _canonical_type(sql_type: str) -> str:
     """star_schema's spelling -> format_type()'s spelling."""
     if sql_type.startswith("varchar"):
         return "character varying" + sql_type[len("varchar"):]
-    if sql_type.startswith("time("):
+    if sql_type.startswith(("time(", "timestamp(")):
         return sql_type + " without time zone"
     return sql_type
 

@@ -14,7 +14,7 @@ from totesys_platform.lake.ingestion.reconcile import last_per_key
 from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.lake.quarantine import drop_quarantined, quarantined_versions
-from totesys_platform.star_schema import TARGET_TABLES
+from totesys_platform.star_schema import DELETED_AT, TARGET_TABLES
 from totesys_platform.warehouse.reads import read_query, read_table
 from totesys_platform.warehouse.schema import META_SCHEMA, SCHEMA_LOCK_KEY, TABLE_SCHEMA
 
@@ -99,12 +99,15 @@ def latest_versions(data: pa.Table, natural_key: str) -> pa.Table:
 
 
 def current_state_mismatches(conn: psycopg.Connection, processed: LakeZone, fact: str) -> tuple[int, list]:
-    """Natural ids whose `<fact>_current` row differs from the latest processed version of that id."""
+    """Natural ids whose `<fact>_current` row differs from the latest processed version of that id (no row when
+    that version was seen deleted)."""
     target = TARGET_TABLES[fact]
     data = read_processed(processed, fact)
-    expected = _as_text(latest_versions(data, target.natural_key).select(target.column_names))
+    latest = latest_versions(data, target.natural_key)
+    latest = latest.filter(pc.is_null(latest[DELETED_AT]))
+    expected = _as_text(latest.select(target.current_columns))
     actual = _as_text(read_current_view(conn, fact))
-    keys = target.column_names
+    keys = target.current_columns
     only_expected = expected.join(actual, keys, join_type="left anti")
     only_actual = actual.join(expected, keys, join_type="left anti")
     bad = sorted({int(v) for v in only_expected[target.natural_key].to_pylist() + only_actual[target.natural_key].to_pylist()})
@@ -113,7 +116,7 @@ def current_state_mismatches(conn: psycopg.Connection, processed: LakeZone, fact
 
 def read_current_view(conn: psycopg.Connection, fact: str) -> pa.Table:
     """`<fact>_current` as Arrow with the fact's types."""
-    schema = TARGET_TABLES[fact].arrow_schema
+    schema = pa.schema([TARGET_TABLES[fact].arrow_schema.field(c) for c in TARGET_TABLES[fact].current_columns])
     query = sql.SQL("SELECT {} FROM {}").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in schema.names), sql.Identifier(f"{fact}_current"))
     return read_query(conn, query, schema, f"{fact}_current")

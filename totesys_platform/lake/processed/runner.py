@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from totesys_platform.lake.delta import ChangesUnavailableError, LakeZone, Position, Snapshot
+from totesys_platform.lake.ingestion.deletes import DELETED_AT_COLUMN
 from totesys_platform.lake.ingestion.extract import BATCH_COLUMN, RECAPTURED_TOTAL
 from totesys_platform.lake.processed import arrow_ops
 from totesys_platform.lake.processed.dates import STATE_SCHEMA as DATE_STATE_SCHEMA, STATE_TABLE as DATE_STATE
@@ -63,10 +64,14 @@ def to_lake(name: str, table: pa.Table) -> pa.Table:
 
 
 def from_lake(name: str, table: pa.Table) -> pa.Table:
-    """Rows read from the lake with the star schema's types (text times back to time32[ms])."""
+    """Rows read from the lake with the star schema's types (text times back to time32[ms]); a nullable column
+    the table does not hold yet (a fact's `deleted_at` before its first write since) reads as NULL."""
     schema = TARGET_TABLES[name].arrow_schema
     columns = []
     for target in schema:
+        if target.name not in table.column_names and target.nullable:
+            columns.append(pa.nulls(table.num_rows, target.type))
+            continue
         column = table[target.name]
         if pa.types.is_time(target.type):
             stamps = pc.cast(pc.binary_join_element_wise("1970-01-01T", column, ""), pa.timestamp("ms"))
@@ -78,11 +83,18 @@ def from_lake(name: str, table: pa.Table) -> pa.Table:
 # -- reading the ingestion zone
 
 
-def _contract_rows(source: str, rows: pa.Table, quarantined: pa.Table, columns: list[str] | None) -> pa.Table:
+def _contract_rows(source: str, rows: pa.Table, quarantined: pa.Table, columns: list[str] | None,
+                   with_deletions: bool = False) -> pa.Table:
+    """The contract's columns of `rows` (or `columns` of them) without the quarantined versions; `with_deletions`
+    keeps the tombstones' `_deleted_at` (NULLs for rows archived before tombstones existed), for the facts."""
     schema = SOURCE_TABLES[source].arrow_schema
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
-    return drop_quarantined(rows.select(schema.names).cast(schema), quarantined)
+    selected = rows.select(schema.names).cast(schema)
+    if with_deletions:
+        deleted = rows[DELETED_AT_COLUMN] if DELETED_AT_COLUMN in rows.column_names else pa.nulls(rows.num_rows)
+        selected = selected.append_column(DELETED_AT_COLUMN, deleted.cast(pa.timestamp("us")))
+    return drop_quarantined(selected, quarantined)
 
 
 def position_problem(position: Position | None, now: Snapshot) -> str | None:
@@ -172,8 +184,9 @@ def process_table(name: str, ingestion: LakeZone, processed: LakeZone, *, spec: 
     if rebuilt is not None:
         new = {s: _all_rows(ingestion, s, inputs[s], spec.columns_of(s)) for s in spec.inputs}
     quarantine = {s: quarantined_versions(ingestion, s) for s in spec.inputs}
+    is_fact = TARGET_TABLES[name].kind == "fact"
     rows = {s: _contract_rows(s, t if t.num_rows else SOURCE_TABLES[s].arrow_schema.empty_table(), quarantine[s],
-                              spec.columns_of(s)) for s, t in new.items()}
+                              spec.columns_of(s), with_deletions=is_fact) for s, t in new.items()}
 
     state: dict[str, pa.Table] = {}
     if rebuilt is None and name in JOINED_DIMENSION_RECIPES:
@@ -196,7 +209,9 @@ def process_table(name: str, ingestion: LakeZone, processed: LakeZone, *, spec: 
     write = TableWrite(current, STAGE, {"consumed": {s: p.to_json() for s, p in positions.items()},
                                         "recaptured": recaptured},
                        to_lake(name, delta), rows=delta.num_rows, mode="overwrite" if rebuilt and current.exists
-                       else mode, key=key)
+                       else mode, key=key,
+                       # A fact written before deletes were archived gains `deleted_at` (NULL on its rows).
+                       evolve_schema=is_fact)
     return ProcessResult(name, delta.num_rows, write, through, {s: t.num_rows for s, t in rows.items()}, rebuilt)
 
 
