@@ -4,6 +4,7 @@ the ids. Deleted rows are archived as tombstones and leave the current views; th
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import dagster as dg
@@ -155,3 +156,48 @@ def test_a_deleted_order_and_payment_leave_the_current_views_and_keep_their_hist
     assert count(warehouse_url, f"SELECT count(*) FROM fact_sales_order_current WHERE sales_order_id = {order}") == 0
     assert count(warehouse_url, f"SELECT count(*) FROM fact_sales_order WHERE sales_order_id = {order} "
                                 "AND deleted_at IS NOT NULL") == 1
+
+
+def _pipeline_job_on_the_test_stack() -> dg.JobDefinition:
+    """The pipeline job as Dagster's run worker builds it, its executor included, on the test's databases and lake
+    (named by the environment: a run worker rebuilds the job by importing this function)."""
+    from totesys_platform.automation.jobs import totesys_etl
+    from totesys_platform.definitions import defs
+
+    urls = [os.environ[f"TEST_STACK_{name}"] for name in ("TOTESYS", "WAREHOUSE", "INGESTION", "PROCESSED")]
+    return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=[totesys_etl],
+                          resources=resources(*urls)).resolve_job_def("totesys_etl")
+
+
+def test_a_mass_disappearance_stops_only_its_table_and_the_others_load_in_the_same_run(
+        seeded_totesys, warehouse_url, lake_urls, monkeypatch):  # noqa: F811
+    for name, url in zip(("TOTESYS", "WAREHOUSE", "INGESTION", "PROCESSED"), (seeded_totesys, warehouse_url, *lake_urls)):
+        monkeypatch.setenv(f"TEST_STACK_{name}", url)
+    run_pipeline(resources(seeded_totesys, warehouse_url, *lake_urls), with_checks=False)
+    payments = count(warehouse_url, "SELECT count(*) FROM fact_payment")
+    with psycopg.connect(seeded_totesys, autocommit=True) as conn:
+        marker = read_markers(conn, ["payment"])["payment"]
+        conn.execute("DELETE FROM payment WHERE payment_id % 4 <> 0")  # three in four payments gone at once
+        conn.execute("INSERT INTO design (design_name, file_location, file_name, created_at, last_updated) "
+                     "VALUES ('Flowing', '/designs', 'flowing.json', now(), now())")
+        order, = conn.execute("SELECT max(sales_order_id) FROM sales_order").fetchone()
+        conn.execute("UPDATE sales_order SET units_sold = units_sold + 1, last_updated = now() "
+                     "WHERE sales_order_id = %s", (order,))
+    wait_for_delete_statistics(seeded_totesys, "payment", marker)
+
+    with dg.instance_for_test() as instance:
+        result = dg.execute_job(dg.reconstructable(_pipeline_job_on_the_test_stack), instance, raise_on_error=False)
+        assert not result.success  # the run fails, naming the table...
+        failures = [e for e in result.all_events if e.is_step_failure]
+        assert [e.step_key for e in failures] == ["extract_totesys"]
+        message = failures[0].step_failure_data.error.to_string()  # (the error, under Dagster's wrapper)
+        assert "MassDisappearanceError: payment: " in message and "are gone from the source since the last run" in message
+    # ...and the other tables went on in the same run: the new design reached the warehouse, the order's new
+    # version the processed zone. The facts wait for dim_date, which is built from payments too (rule 7: every
+    # date a fact refers to is loaded first). Payments stay as they were, nothing buried.
+    assert _one(warehouse_url, "SELECT count(*) FROM dim_design WHERE design_name = 'Flowing'") == (1,)
+    processed = read_processed(LakeZone(lake_urls[1]), "fact_sales_order")
+    assert len(processed.filter(pc.equal(processed["sales_order_id"], order))) == 2
+    assert count(warehouse_url, f"SELECT count(*) FROM fact_sales_order WHERE sales_order_id = {order}") == 1
+    assert count(warehouse_url, "SELECT count(*) FROM fact_payment") == payments
+    assert count(warehouse_url, "SELECT count(*) FROM fact_payment WHERE deleted_at IS NOT NULL") == 0
