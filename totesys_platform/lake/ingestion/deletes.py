@@ -9,7 +9,8 @@ count is one the snapshot sees; a delete counted later is found by a later run.
 
 A *tombstone* is a new capture of the id's latest archived version with `_deleted_at` set to the time the
 run saw the deletion: the row's content stays readable, fact history stays, and downstream "latest capture
-wins" turns it into a deleted current state. An id re-inserted later is alive again from its new version on.
+wins" turns it into a deleted current state. An id inserted again is alive again from its next capture on (the
+same version restored as it was included: see extract.py and late.py).
 
 A mass disappearance (more than `max_share` of a table's live ids gone in one run: a truncated or
 mis-pointed source) is refused for that table, with nothing archived; the other tables go on.

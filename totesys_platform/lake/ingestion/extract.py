@@ -229,6 +229,9 @@ def _extract_table(
             watermark_from, dedup.duplicates, preview, before, live.added, out_of_order, snapshot=snapshot)
 
     next_state = dedup.next_state(read_from)
+    if buried:  # forgotten: the same version inserted again is a new capture, alive again
+        next_state.versions = {key for key in next_state.versions if key[0] not in buried}
+        next_state.fingerprints = {key: f for key, f in next_state.fingerprints.items() if key[0] not in buried}
     state_json = next_state.to_json(table.column_names) | {
         "read_from": iso(from_ms(read_from)) if read_from is not None else None,
         "lookback_seconds": lookback.total_seconds(),

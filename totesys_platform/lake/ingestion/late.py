@@ -24,6 +24,8 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from totesys_platform.lake.delta import LakeTable, Snapshot
+from totesys_platform.lake.ingestion.deletes import DELETED_AT_COLUMN
+from totesys_platform.lake.processed.arrow_ops import last_per_key
 from totesys_platform.lake.ingestion.versions import BATCH_COLUMN, OutOfOrderCaptures, _fingerprints, to_ms
 from totesys_platform.source import contract
 
@@ -82,10 +84,18 @@ def classify_late(late: pa.Table, archive: LakeTable, snapshot: Snapshot, table:
         return LateRows(late)
     pk, columns = table.primary_key, list(contract.SOURCE_TABLES[table.name].column_names)
     ids = pc.unique(late[pk])
-    archived = archive.read(snapshot, columns=[*columns, BATCH_COLUMN], filters=[(pk, "in", ids.to_pylist())])
+    buried = DELETED_AT_COLUMN in snapshot.arrow_schema().names
+    archived = archive.read(snapshot, columns=[*columns, BATCH_COLUMN, *([DELETED_AT_COLUMN] if buried else [])],
+                            filters=[(pk, "in", ids.to_pylist())])
     archived = archived.filter(pc.is_in(archived[pk], value_set=ids))
     # In capture order, so that of a version captured more than once the latest capture is the one compared.
-    archived = archived.sort_by(BATCH_COLUMN).drop_columns([BATCH_COLUMN])
+    archived = archived.sort_by(BATCH_COLUMN)
+    if buried:
+        # An id whose latest capture is a tombstone was deleted: whatever is read of it now was inserted again.
+        latest = last_per_key(archived, pk)
+        dead = latest.filter(pc.is_valid(latest[DELETED_AT_COLUMN]))[pk]
+        archived = archived.filter(pc.invert(pc.is_in(archived[pk], value_set=dead))).drop_columns([DELETED_AT_COLUMN])
+    archived = archived.drop_columns([BATCH_COLUMN])
     known: dict[tuple[int, int], str] = {}
     latest: dict[int, int] = {}
     if archived.num_rows:
