@@ -159,7 +159,8 @@ def render(result: dict) -> str:
              "through extraction, every processed table and the warehouse loads (plain functions, no Dagster), the "
              f"lake maintenance every {result['maintain_every']} ticks with the retentions compressed to zero.", "",
              f"Tick time: median {first:.2f} s over the first {window} ticks, {last:.2f} s over the last {window} "
-             f"({(last / first - 1) * 100:+.0f}%). Maintenance of all 22 tables: median "
+             f"({(last / first - 1) * 100:+.0f}%). Maintenance of all {len(TABLE_NAMES) + len(TARGET_TABLES)} "
+             "tables: median "
              f"{statistics.median(result['maintenance_s'] or [0]):.2f} s.", "",
              "| tick | zone | table version | files in _delta_log | KiB in _delta_log | files a reader opens | "
              "KiB a reader reads | data files |", "|---|---|---|---|---|---|---|---|"]
