@@ -115,6 +115,11 @@ def run_env():
 def test_make_run_as_the_readme_writes_it_serves_the_ui_feeds_the_warehouse_runs_every_readme_block_and_stops_on_ctrl_c(
         run_env, tmp_path):
     """A new user's first session, in a folder laid out like a checkout: `make run`, then every README block."""
+    stamp = PROJECT / ".venv" / ".installed"
+    # The checkout shares this .venv: a stale install would make `make run` reinstall it from the temporary
+    # checkout, leaving the project's .venv pointing at a folder this test deletes.
+    assert stamp.exists() and stamp.stat().st_mtime >= (PROJECT / "pyproject.toml").stat().st_mtime, \
+        "pyproject.toml changed since .venv was installed: run `make venv` (or `make test`) first"
     walk = Path(run_env["TOTESYS_LOCAL_DIR"]).parent / "checkout"
     walk.mkdir()
     for name in (".venv", "Makefile", "pyproject.toml", "deploy"):
