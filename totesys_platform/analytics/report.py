@@ -14,21 +14,37 @@ from decimal import Decimal
 
 import psycopg
 
-SALES_BY_MONTH_SQL = """
-SELECT to_char(f.created_date, 'YYYY-MM') AS month, c.currency_code, sum(f.units_sold * f.unit_price) AS sales_value
-FROM fact_sales_order_current f JOIN dim_currency c USING (currency_id)
-GROUP BY 1, 2 ORDER BY 1, 2
-"""
-TOP_DESIGNS_SQL = """
-SELECT d.design_name, sum(f.units_sold) AS units_sold
-FROM fact_sales_order_current f JOIN dim_design d USING (design_id)
-GROUP BY d.design_id, d.design_name ORDER BY units_sold DESC, d.design_name LIMIT %(limit)s
-"""
-TOP_COUNTERPARTIES_SQL = """
-SELECT cp.counterparty_legal_name, c.currency_code, sum(f.units_sold * f.unit_price) AS sales_value
-FROM fact_sales_order_current f
-JOIN dim_counterparty cp USING (counterparty_id) JOIN dim_currency c USING (currency_id)
-GROUP BY 1, 2 ORDER BY sales_value DESC, 1 LIMIT %(limit)s
+# The three sales figures from one pass over fact_sales_order_current (the view picks each order's latest
+# version: at scale 100 that pass is most of the report's cost, so it is made once, not once per figure).
+# GROUPING() tells the grouping sets apart: 3 = (month, currency), 13 = (design), 10 = (counterparty, currency).
+# Each branch numbers its rows in the figure's order (ties broken by name, in the database's collation).
+SALES_FIGURES_SQL = """
+WITH grouped AS (
+  SELECT to_char(f.created_date, 'YYYY-MM') AS month, f.currency_id, f.design_id, f.counterparty_id,
+         sum(f.units_sold * f.unit_price) AS sales_value, sum(f.units_sold) AS units_sold,
+         GROUPING(to_char(f.created_date, 'YYYY-MM'), f.currency_id, f.design_id, f.counterparty_id) AS grouping_set
+  FROM fact_sales_order_current f
+  GROUP BY GROUPING SETS ((to_char(f.created_date, 'YYYY-MM'), f.currency_id), (f.design_id),
+                          (f.counterparty_id, f.currency_id))
+), by_month AS (
+  SELECT g.month AS name, c.currency_code, sum(g.sales_value) AS sales_value
+  FROM grouped g JOIN dim_currency c USING (currency_id) WHERE g.grouping_set = 3 GROUP BY 1, 2
+), by_design AS (
+  SELECT d.design_name AS name, g.units_sold
+  FROM grouped g JOIN dim_design d USING (design_id) WHERE g.grouping_set = 13
+), by_counterparty AS (
+  SELECT cp.counterparty_legal_name AS name, c.currency_code, sum(g.sales_value) AS sales_value
+  FROM grouped g JOIN dim_counterparty cp USING (counterparty_id) JOIN dim_currency c USING (currency_id)
+  WHERE g.grouping_set = 10 GROUP BY 1, 2
+)
+SELECT 'month', row_number() OVER (ORDER BY name, currency_code), name, currency_code, sales_value, NULL::bigint
+FROM by_month
+UNION ALL
+(SELECT 'design', row_number() OVER (ORDER BY units_sold DESC, name), name, NULL, NULL, units_sold
+ FROM by_design ORDER BY units_sold DESC, name LIMIT %(limit)s)
+UNION ALL
+(SELECT 'counterparty', row_number() OVER (ORDER BY sales_value DESC, name), name, currency_code, sales_value, NULL
+ FROM by_counterparty ORDER BY sales_value DESC, name LIMIT %(limit)s)
 """
 OUTSTANDING_SQL = """
 SELECT c.currency_code, count(*) AS payments, sum(p.payment_amount) AS amount
@@ -47,10 +63,12 @@ class SalesFigures:
 
 
 def query_figures(conn: psycopg.Connection, *, top: int = 5) -> SalesFigures:
+    rows = sorted(conn.execute(SALES_FIGURES_SQL, {"limit": top}).fetchall(), key=lambda r: (r[0], r[1]))
     return SalesFigures(
-        sales_by_month=[tuple(r) for r in conn.execute(SALES_BY_MONTH_SQL)],
-        top_designs=[tuple(r) for r in conn.execute(TOP_DESIGNS_SQL, {"limit": top})],
-        top_counterparties=[tuple(r) for r in conn.execute(TOP_COUNTERPARTIES_SQL, {"limit": top})],
+        sales_by_month=[(name, currency, value) for kind, _, name, currency, value, _ in rows if kind == "month"],
+        top_designs=[(name, int(units)) for kind, _, name, _, _, units in rows if kind == "design"],
+        top_counterparties=[(name, currency, value) for kind, _, name, currency, value, _ in rows
+                            if kind == "counterparty"],
         outstanding=[tuple(r) for r in conn.execute(OUTSTANDING_SQL)],
     )
 
