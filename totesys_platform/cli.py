@@ -179,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "steps and ends with exit code 0 when every run succeeded, 1 otherwise.",
         )
         once.add_argument("--no-wait", action="store_true", help="submit and return at once (the UI shows the run)")
+        if name == "validate":
+            once.add_argument("--full", action="store_true",
+                              help="every check over the whole history and every source row, as the daily "
+                                   "validate_in_full_daily run (default: what was added since the checks passed)")
         once.add_argument("--ui-url", metavar="URL", default=None,
                           help="the Dagster webserver (default DAGSTER_UI_URL, else the UI of a running `make run`, "
                                "else http://127.0.0.1:3000)")
@@ -196,7 +200,8 @@ RUN_ONCE_COMMANDS = {
     "etl": ("run the pipeline once (totesys_etl) through the run queue and follow it",
             "Run totesys_etl once: every table from totesys to the warehouse, with the blocking checks."),
     "validate": ("run the hourly checks and the sales report once (validate_and_report)",
-                 "Run validate_and_report once: the whole-history checks and a fresh sales report."),
+                 "Run validate_and_report once: the validation checks (over what was added since they passed; "
+                 "everything with --full) and a fresh sales report."),
     "materialize": ("every asset and check: the pipeline, then the hourly checks and the report",
                     "Run totesys_etl, then (if it succeeded) validate_and_report: every asset and every check."),
     "rebuild": ("rebuild the warehouse from the lake alone (rebuild_warehouse)",
@@ -293,9 +298,10 @@ def _run(args) -> int:
 
 
 def _run_once(args) -> int:
-    from totesys_platform.run_once import run_command
+    from totesys_platform.run_once import FULL_VALIDATION_TAGS, run_command
 
-    outcomes = run_command(args.command, ui_url=args.ui_url, wait=not args.no_wait, progress=say)
+    outcomes = run_command(args.command, ui_url=args.ui_url, wait=not args.no_wait, progress=say,
+                           tags=FULL_VALIDATION_TAGS if getattr(args, "full", False) else None)
     failed = [] if args.no_wait else [o for o in outcomes if not o.succeeded]
     if failed:
         print(f"totesys-platform: error: {failed[0].summary()}", file=sys.stderr, flush=True)

@@ -31,6 +31,8 @@ COMMAND_JOBS: dict[str, tuple[str, ...]] = {
     "rebuild": ("rebuild_warehouse",),
     "maintain": ("lake_maintenance",),
 }
+# `validate --full`: the tag the daily validate_in_full_daily schedule puts on its runs (automation/checks.py).
+FULL_VALIDATION_TAGS = {"totesys/validation": "full"}
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 GRAPHQL_TIMEOUT_SECONDS = 30
 
@@ -142,7 +144,7 @@ class DagsterUI:
                 f"no Dagster webserver answers at {self.url}: start the platform with `make run` "
                 "(or set DAGSTER_UI_URL to your deployment's webserver)")
 
-    def submit(self, job: str) -> str:
+    def submit(self, job: str, tags: dict[str, str] | None = None) -> str:
         from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
         parsed = self._parsed
@@ -150,7 +152,7 @@ class DagsterUI:
                                       timeout=GRAPHQL_TIMEOUT_SECONDS, path_prefix=parsed.path.rstrip("/"))
         try:
             # The job's own config and tags apply, as for a run its schedule starts.
-            return client.submit_job_execution(job)
+            return client.submit_job_execution(job, tags=tags)
         except DagsterGraphQLClientError as err:
             detail = _first_line(str(err.body) if err.body else "") or _first_line(str(err))
             raise RunOnceError(f"the webserver at {self.url} refused a run of {job}: {detail}") from None
@@ -196,9 +198,11 @@ class DagsterUI:
             cursor = logs["cursor"]
 
 
-def run_job(ui: DagsterUI, job: str, *, progress: Progress, wait: bool = True, poll_seconds: float = 1.0) -> RunOutcome:
-    """Submit `job` through the webserver's run queue; with `wait`, report it step by step until it finishes."""
-    run_id = ui.submit(job)
+def run_job(ui: DagsterUI, job: str, *, progress: Progress, wait: bool = True, poll_seconds: float = 1.0,
+            tags: dict[str, str] | None = None) -> RunOutcome:
+    """Submit `job` (with `tags` besides its own) through the webserver's run queue; with `wait`, report it step
+    by step until it finishes."""
+    run_id = ui.submit(job, tags)
     url = f"{ui.url}/runs/{run_id}"
     progress(f"{job}: run {run_id} submitted ({url})")
     if not wait:
@@ -225,14 +229,14 @@ def run_job(ui: DagsterUI, job: str, *, progress: Progress, wait: bool = True, p
     return outcome
 
 
-def run_command(command: str, *, ui_url: str | None = None, wait: bool = True,
-                progress: Progress = print) -> list[RunOutcome]:
+def run_command(command: str, *, ui_url: str | None = None, wait: bool = True, progress: Progress = print,
+                tags: dict[str, str] | None = None) -> list[RunOutcome]:
     """The jobs of a run-once command, one after the other; stops at the first that does not succeed."""
     ui = DagsterUI(ui_url or resolve_ui_url())
     ui.require()
     outcomes = []
     for job in COMMAND_JOBS[command]:
-        outcome = run_job(ui, job, progress=progress, wait=wait)
+        outcome = run_job(ui, job, progress=progress, wait=wait, tags=tags)
         outcomes.append(outcome)
         if wait and not outcome.succeeded:
             break

@@ -15,6 +15,7 @@ from totesys_platform.automation.jobs import (
     etl_schedule,
     totesys_new_data_sensor,
 )
+from totesys_platform.automation.checks import VALIDATION_TAG
 from totesys_platform.resources import TotesysDatabase
 from totesys_platform.local import simulator
 from totesys_platform.source.contract import TABLE_NAMES
@@ -216,6 +217,12 @@ def test_the_tick_job_leaves_whole_history_checks_and_the_report_to_the_hourly_j
     assert "extract_totesys" not in hourly
     schedules = {s.name: s for s in defs.schedules}
     assert schedules["validate_and_report_hourly"].cron_schedule == "5 * * * *"
+    # Hourly: what was added since the checks passed; daily, the same job over everything.
+    assert "ops" not in (defs.resolve_job_def("validate_and_report").run_config or {})
+    daily = schedules["validate_in_full_daily"]
+    assert daily.job_name == "validate_and_report" and daily.cron_schedule == "50 3 * * *"
+    (request,) = daily.evaluate_tick(dg.build_schedule_context()).run_requests
+    assert request.tags[VALIDATION_TAG] == "full"
 
 
 def test_observing_totesys_reports_each_tables_row_count_and_latest_change(totesys_url):

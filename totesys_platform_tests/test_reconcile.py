@@ -9,7 +9,7 @@ import pytest
 
 from totesys_platform.lake.ingestion.deletes import read_markers
 from totesys_platform.lake.ingestion.extract import SourceError, extract_tables
-from totesys_platform.lake.ingestion.reconcile import describe, source_drift
+from totesys_platform.lake.ingestion.reconcile import describe, hourly_slice, source_drift
 from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.store import LakeError
 from totesys_platform_tests.source_statistics import wait_for_delete_statistics
@@ -125,3 +125,27 @@ def test_the_check_warns_on_deletions_and_fails_on_changes_it_can_never_archive(
     assert clean.passed
     assert (deleted.passed, deleted.severity) == (False, dg.AssetCheckSeverity.WARN)
     assert (moved.passed, moved.severity) == (False, dg.AssetCheckSeverity.ERROR)
+
+
+def test_hourly_slices_take_turns_and_cover_every_id_once():
+    assert hourly_slice(None, 100, 5) is None and hourly_slice(99, 100, 5) is None  # one slice: every id
+    slices = [hourly_slice(250, 100, hour) for hour in range(3)]
+    assert [(s.index, s.count, s.low, s.high) for s in slices] == [(0, 3, None, 100), (1, 3, 100, 200), (2, 3, 200, None)]
+    assert hourly_slice(250, 100, 3) == slices[0]  # the fourth hour starts again
+    assert slices[2].describe() == "ids from 200 (slice 3 of 3, one per hour)"
+
+
+def test_a_sliced_comparison_reads_one_slice_of_ids_and_the_slices_together_find_every_drift(archived):
+    url, lake, ids = archived
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE currency SET currency_code = 'NZD' WHERE currency_id = %s", (ids[0],))
+        conn.execute("DELETE FROM currency WHERE currency_id = %s", (ids[4],))
+        newest = _currency(conn, "SEK", T0 + timedelta(minutes=9))  # above every archived id: the last slice
+    count = hourly_slice(max(ids), 2, 0).count
+    drifts = [source_drift(url, lake, "currency", slice_ids=2, hour=hour) for hour in range(count)]
+    assert sum(d.source_rows for d in drifts) == 6 and sum(d.archived_ids for d in drifts) == 6
+    assert [d.counts["changed_in_place"] for d in drifts].count(1) == 1
+    assert [d.counts["deleted"] for d in drifts].count(1) == 1
+    assert drifts[-1].pending == 1 and newest > max(ids)
+    assert all(d.compared.endswith(f"of {count}, one per hour)") for d in drifts)
+    assert source_drift(url, lake, "currency").compared == "every id"

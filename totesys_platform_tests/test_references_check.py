@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 from totesys_platform.automation.checks import REFERENTIAL_CHECKS
-from totesys_platform.automation.jobs import FULL_REFERENCE_SCAN
+from totesys_platform.automation.checks import VALIDATION_TAG
 from totesys_platform.resources import WarehouseDatabase
 from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS
 from totesys_platform.warehouse.io_manager import WarehouseIOManager
@@ -156,7 +156,7 @@ def test_a_tick_does_not_claim_to_have_validated_the_references(loaded):
         conn.rollback()
 
 
-def _run_check(url: str, run_config: dict | None = None) -> dg.AssetCheckEvaluation:
+def _run_check(url: str, run_config: dict | None = None, tags: dict | None = None) -> dg.AssetCheckEvaluation:
     check = next(c for c in REFERENTIAL_CHECKS if "fact_sales_order" in c.node_def.name)
     result = dg.materialize(
         [*WAREHOUSE_ASSETS, check],
@@ -164,25 +164,29 @@ def _run_check(url: str, run_config: dict | None = None) -> dg.AssetCheckEvaluat
         resources={"warehouse": WarehouseDatabase(db_url=url), "warehouse_io_manager": WarehouseIOManager(db_url=url),
                    "lake": dg.ResourceDefinition.none_resource()},
         run_config=run_config,
+        tags=tags,
         raise_on_error=False,
     )
     (evaluation,) = result.get_asset_check_evaluations()
     return evaluation
 
 
-@pytest.mark.parametrize("hourly", [False, True])
-def test_the_dagster_check_reports_rows_checked_and_the_hourly_config_scans_everything(loaded, hourly):
+@pytest.mark.parametrize("asked", ["nothing", "the daily run's tag", "the check's config"])
+def test_the_dagster_check_reports_rows_checked_and_scans_everything_when_asked(loaded, asked):
     _, _, url = loaded
     _run_check(url)
     with psycopg.connect(url) as conn:
         conn.execute("SET session_replication_role = replica")
         conn.execute("UPDATE fact_sales_order SET design_id = 42 WHERE sales_order_id = 2")
         conn.commit()
-    ops = {k: v for k, v in FULL_REFERENCE_SCAN["ops"].items() if "fact_sales_order" in k}
-    config = {"ops": ops} if hourly else None
-    evaluation = _run_check(url, config)
+    check_op = next(c for c in REFERENTIAL_CHECKS if "fact_sales_order" in c.node_def.name).node_def.name
+    evaluation = {
+        "nothing": lambda: _run_check(url),
+        "the daily run's tag": lambda: _run_check(url, tags={VALIDATION_TAG: "full"}),
+        "the check's config": lambda: _run_check(url, {"ops": {check_op: {"config": {"full_scan": True}}}}),
+    }[asked]()
     meta = {k: v.value for k, v in evaluation.metadata.items()}
-    if hourly:
+    if asked != "nothing":
         assert not evaluation.passed and meta["scan"] == "full" and meta["rows_checked"] == 3
         assert meta["dangling_total"] == 1 and meta["dangling_by_column"]["design_id"] == 1
     else:

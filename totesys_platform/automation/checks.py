@@ -8,10 +8,25 @@ from totesys_platform.resources import LakeResource, WarehouseDatabase
 from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.star_schema import FACTS, TARGET_TABLES
 from totesys_platform.warehouse.assets import warehouse_key
+from totesys_platform.warehouse.history_check import check_fact_history
 from totesys_platform.warehouse.validation import (
-    DIMENSION_SOURCES, FACT_SOURCES, check_references, current_state_mismatches,
-    dimension_reconciliation, fact_history_report,
+    DIMENSION_SOURCES, FACT_SOURCES, check_references, dimension_reconciliation,
 )
+
+
+# A run tagged `totesys/validation: full` (the daily validate_in_full_daily schedule's, or `totesys-platform
+# validate --full`) evaluates every validation check over everything; the config fields do it for one check.
+VALIDATION_TAG = "totesys/validation"
+
+
+def whole_history(context: dg.AssetCheckExecutionContext, asked: bool) -> bool:
+    return asked or context.run.tags.get(VALIDATION_TAG) == "full"
+
+
+class WholeHistoryConfig(dg.Config):
+    full: bool = Field(
+        default=False, description="Compare the whole history, not only what was added since the last passing "
+                                   "evaluation (a run tagged totesys/validation: full does it for every check).")
 
 
 def _fact_history_check(fact: str) -> dg.AssetChecksDefinition:
@@ -21,16 +36,22 @@ def _fact_history_check(fact: str) -> dg.AssetChecksDefinition:
         additional_deps=[ingestion_key(FACT_SOURCES[fact])],
         description=(
             "Every version archived in the lake appears exactly once in the warehouse, nothing else does, "
-            f"and `{fact}_current` equals the latest archived version of each id."
+            f"and `{fact}_current` equals the latest archived version of each id. Compares what was added "
+            "since the last passing evaluation; the whole history the first time, after a rebuild, a restored "
+            "lake or a quarantine, with config full: true, or in a run tagged totesys/validation: full (daily)."
         ),
     )
-    def _check(lake: LakeResource, warehouse: WarehouseDatabase) -> dg.AssetCheckResult:
+    def _check(context: dg.AssetCheckExecutionContext, config: WholeHistoryConfig, lake: LakeResource,
+               warehouse: WarehouseDatabase) -> dg.AssetCheckResult:
         with warehouse.connect() as conn:
-            report = fact_history_report(conn, lake.ingestion(), fact)
-            bad_current, bad_ids = current_state_mismatches(conn, lake.processed(), fact)
+            result = check_fact_history(conn, lake.ingestion(), lake.processed(), fact,
+                                        full=whole_history(context, config.full))
+        report = result.report
         return dg.AssetCheckResult(
-            passed=report.passed and bad_current == 0,
+            passed=result.passed,
             metadata={
+                "scan": result.scan,
+                "checked_record_ids": f"(.., {result.checked_through}]",
                 "lake_versions": report.lake_versions,
                 "warehouse_versions": report.warehouse_versions,
                 "missing_versions": report.missing_count,
@@ -39,8 +60,8 @@ def _fact_history_check(fact: str) -> dg.AssetChecksDefinition:
                 "unexpected_sample": dg.MetadataValue.json([list(k) for k in report.unexpected]),
                 "duplicated_versions": report.duplicated_count,
                 "duplicated_sample": dg.MetadataValue.json([list(k) for k in report.duplicated]),
-                "current_state_mismatches": bad_current,
-                "current_state_mismatch_ids": dg.MetadataValue.json(bad_ids),
+                "current_state_mismatches": result.current_mismatches,
+                "current_state_mismatch_ids": dg.MetadataValue.json(result.current_sample),
             },
         )
 
@@ -60,13 +81,14 @@ def _referential_integrity_check(fact: str) -> dg.AssetChecksDefinition:
         description=(
             "No fact row refers to a missing dimension row or date. Examines the rows loaded since the last "
             "passing evaluation or bulk load (whose re-added foreign keys validated every row); all rows the "
-            "first time, after a rebuild, or with config full_scan: true, as the hourly validate_and_report "
-            "job sets."
+            "first time, after a rebuild, with config full_scan: true, or in a run tagged "
+            "totesys/validation: full (the daily validate_in_full_daily)."
         ),
     )
-    def _check(config: ReferencesCheckConfig, warehouse: WarehouseDatabase) -> dg.AssetCheckResult:
+    def _check(context: dg.AssetCheckExecutionContext, config: ReferencesCheckConfig,
+               warehouse: WarehouseDatabase) -> dg.AssetCheckResult:
         with warehouse.connect() as conn:
-            result = check_references(conn, fact, full=config.full_scan)
+            result = check_references(conn, fact, full=whole_history(context, config.full_scan))
         return dg.AssetCheckResult(
             passed=result.passed,
             metadata={

@@ -21,7 +21,7 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
@@ -290,6 +290,31 @@ class LakeTable:
             return _plain_types(pa.table(delta.to_pyarrow_table(columns=columns, filters=filters)))
         except Exception as err:  # noqa: BLE001
             raise _delta_error("read", self, err) from None
+
+    def read_matching(self, snapshot: Snapshot, columns: list[str], key: str,
+                      keep: Callable[[pa.ChunkedArray], pa.ChunkedArray]) -> pa.Table | None:
+        """The rows at `snapshot` whose `key` value `keep` selects (`keep`: the key column -> a boolean mask),
+        `columns` of them; None if the table does not exist. Read one file and one column at a time: memory stays
+        that of one column of one file plus the rows kept, however big the table (a filtered read decodes whole
+        row groups, and a compacted file is one)."""
+        if snapshot.delta is None:
+            return None
+        try:
+            dataset = snapshot.delta.to_pyarrow_dataset()
+            schema = dataset.schema
+            wanted = pa.schema([schema.field(c) for c in columns])
+            parts = []
+            for fragment in dataset.get_fragments():
+                keys = fragment.to_table(schema=schema, columns=[key])[key]
+                mask = keep(keys)
+                if not pc.any(mask).as_py():
+                    continue
+                parts.append(pa.Table.from_arrays(
+                    [(keys if c == key else fragment.to_table(schema=schema, columns=[c])[c]).filter(mask)
+                     for c in columns], schema=wanted))
+        except Exception as err:  # noqa: BLE001
+            raise _delta_error("read", self, err) from None
+        return _plain_types(pa.concat_tables(parts) if parts else wanted.empty_table())
 
     def changes(self, after_version: int, through: Snapshot, columns: list[str] | None = None) -> pa.Table:
         """The rows committed after `after_version` up to `through`, in commit order, as the change data feed

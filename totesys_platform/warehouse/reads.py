@@ -35,15 +35,17 @@ def read_table(conn: psycopg.Connection, table: str) -> pa.Table:
     return read_query(conn, query, schema, table)
 
 
-def read_query(conn: psycopg.Connection, query: sql.Composable, schema: pa.Schema, what: str) -> pa.Table:
-    """The rows of a SELECT (columns in `schema` order) as Arrow, via COPY TO STDOUT (CSV) parsed by pyarrow."""
+def read_query(conn: psycopg.Connection, query: sql.Composable, schema: pa.Schema, what: str,
+               params: tuple | None = None) -> pa.Table:
+    """The rows of a SELECT (columns in `schema` order) as Arrow, via COPY TO STDOUT (CSV) parsed by pyarrow.
+    `params` are the query's values (COPY takes no server-side parameters: psycopg adapts them client-side)."""
     copy = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, ENCODING 'UTF8')").format(query)
     chunks: list[bytes] = []
     try:
         with conn.transaction():
             # Dates must print as ISO whatever the server's DateStyle is; SET LOCAL keeps this to our transaction.
             conn.execute("SELECT set_config('DateStyle', 'ISO, YMD', true)")
-            with conn.cursor().copy(copy) as copier:
+            with conn.cursor().copy(copy, params) as copier:
                 chunks.extend(bytes(chunk) for chunk in copier)
     except psycopg.Error as err:
         raise WarehouseLoadError(f"{what}: cannot read the warehouse table: {_describe_db_error(err)}") from err

@@ -21,12 +21,16 @@ from totesys_platform.source import contract
 CSV_BLOCK_BYTES = 1024 * 1024
 
 
-def copy_query(table: contract.SourceTable, filtered: bool, or_also: sql.Composable | None = None) -> sql.Composed:
+def copy_query(table: contract.SourceTable, filtered: bool, or_also: sql.Composable | None = None, *,
+               id_range: bool = False) -> sql.Composed:
     """COPY of `table`'s columns, in last_updated order; with `filtered`, from the bound `last_updated >= %s`,
-    and the rows `or_also` selects (its parameters follow)."""
+    and the rows `or_also` selects (its parameters follow); with `id_range` instead, the ids in the bound
+    `[%s, %s)`."""
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names)
     where = sql.SQL("")
-    if filtered:
+    if id_range:
+        where = sql.SQL(" WHERE {pk} >= %s AND {pk} < %s").format(pk=sql.Identifier(table.primary_key))
+    elif filtered:
         where = sql.SQL(" WHERE {} >= %s").format(sql.Identifier("last_updated"))
         if or_also is not None:
             where = sql.SQL("{} OR {}").format(where, or_also)

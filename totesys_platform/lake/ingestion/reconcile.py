@@ -16,7 +16,9 @@ version of every id, and sorts each difference into one of these:
 
 Ids whose latest capture is a tombstone count as not archived: deleted on both sides.
 
-It runs hourly (the `source_matches_lake` checks), not on the tick: it scans the whole table.
+It runs hourly (the `source_matches_lake` checks), not on the tick. A big table is compared one slice of ids
+per hour (`hourly_slice`: the slices take turns, so each row is compared at least once every few hours) so
+that an evaluation's time and memory do not grow with the table; a full evaluation compares every row.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from totesys_platform.lake.delta import LakeZone
+from totesys_platform.lake.delta import LakeZone, Snapshot
 from totesys_platform.lake.ingestion.deletes import DELETED_AT_COLUMN
 from totesys_platform.lake.ingestion.snapshots import read_source_table
 from totesys_platform.lake.ingestion.versions import BATCH_COLUMN
@@ -48,6 +50,8 @@ class SourceDrift:
     counts: dict[str, int] = field(default_factory=dict)
     samples: dict[str, list[list]] = field(default_factory=dict)
 
+    compared: str = "every id"
+
     ERRORS = ("changed_in_place", "moved_back", "missed")
 
     @property
@@ -55,15 +59,68 @@ class SourceDrift:
         return not any(self.counts.get(kind) for kind in self.ERRORS)
 
 
-def latest_archived(ingestion: LakeZone, table: contract.SourceTable) -> tuple[pa.Table, datetime | None]:
-    """The latest archived version of each id alive in the archive, its latest capture (quarantined versions
-    included: they were archived; ids whose latest capture is a tombstone left out), and the point the next
-    extraction reads from."""
+@dataclass(frozen=True)
+class IdSlice:
+    """Ids in [low, high) (None: unbounded), slice `index` of `count`."""
+
+    index: int
+    count: int
+    low: int | None
+    high: int | None
+
+    def describe(self) -> str:
+        low = "" if self.low is None else f"from {self.low} "
+        high = "" if self.high is None else f"below {self.high} "
+        return f"ids {low}{high}(slice {self.index + 1} of {self.count}, one per hour)"
+
+
+def hourly_slice(max_id: int | None, slice_ids: int, hour: int) -> IdSlice | None:
+    """The slice of ids to compare in hour `hour` (hours since the epoch) when a table's ids reach `max_id`:
+    consecutive hours take consecutive slices of `slice_ids` ids, the first and last unbounded below and above
+    (new ids fall in the last). None: the table fits in one slice, compare every id."""
+    if max_id is None or slice_ids <= 0 or max_id < slice_ids:
+        return None
+    count = max_id // slice_ids + 1
+    index = hour % count
+    return IdSlice(index, count, index * slice_ids if index else None,
+                   (index + 1) * slice_ids if index < count - 1 else None)
+
+
+def archived_max_id(snapshot: Snapshot, pk: str) -> int | None:
+    """The highest id archived, from the files' statistics (no data read); None if they do not say."""
+    if not snapshot.exists:
+        return None
+    actions = pa.table(snapshot.delta.get_add_actions(flatten=True))
+    column = f"max.{pk}"
+    if column not in actions.column_names or actions.num_rows == 0:
+        return None
+    highest = pc.max(actions[column]).as_py()
+    return None if highest is None else int(highest)
+
+
+def _in_slice(ids: pa.ChunkedArray, id_slice: IdSlice) -> pa.ChunkedArray:
+    ids = pc.cast(ids, pa.int64())
+    keep = pc.greater_equal(ids, id_slice.low) if id_slice.low is not None else None
+    if id_slice.high is not None:
+        below = pc.less(ids, id_slice.high)
+        keep = below if keep is None else pc.and_(keep, below)
+    return keep if keep is not None else pc.is_valid(ids)
+
+
+def latest_archived(ingestion: LakeZone, table: contract.SourceTable, snapshot: Snapshot | None = None,
+                    id_slice: IdSlice | None = None) -> tuple[pa.Table, datetime | None]:
+    """The latest archived version of each id alive in the archive (of the ids in `id_slice`), its latest
+    capture (quarantined versions included: they were archived; ids whose latest capture is a tombstone left
+    out), and the point the next extraction reads from."""
     archive = ingestion.table(table.name)
-    snapshot = archive.snapshot()
+    snapshot = snapshot if snapshot is not None else archive.snapshot()
     held = snapshot.arrow_schema()
     buried = held is not None and DELETED_AT_COLUMN in held.names
-    rows = archive.read(snapshot, columns=[*table.column_names, BATCH_COLUMN, *([DELETED_AT_COLUMN] if buried else [])])
+    columns = [*table.column_names, BATCH_COLUMN, *([DELETED_AT_COLUMN] if buried else [])]
+    if id_slice is None:
+        rows = archive.read(snapshot, columns=columns)
+    else:
+        rows = archive.read_matching(snapshot, columns, table.primary_key, lambda ids: _in_slice(ids, id_slice))
     captured = pa.schema([*table.arrow_schema, pa.field(BATCH_COLUMN, pa.int64()),
                           pa.field(DELETED_AT_COLUMN, pa.timestamp("us"))])
     if rows is not None and not buried:
@@ -139,15 +196,29 @@ def compare(table: contract.SourceTable, source: pa.Table, archived: pa.Table, r
     return drift
 
 
-def source_drift(source_url: str, ingestion: LakeZone, table_name: str, *, connect_timeout: float = 10) -> SourceDrift:
-    """Compare every row of one totesys table with the latest archived version of its id.
+# Bounds standing for "unbounded" in the source query: within bigint, so the id index serves the range.
+_BELOW_ALL, _ABOVE_ALL = -(2 ** 62), 2 ** 62
+
+
+def source_drift(source_url: str, ingestion: LakeZone, table_name: str, *, connect_timeout: float = 10,
+                 slice_ids: int | None = None, hour: int | None = None) -> SourceDrift:
+    """Compare every row of one totesys table with the latest archived version of its id; with `slice_ids`,
+    only the rows of hour `hour`'s slice of ids (`hourly_slice`).
 
     The lake is read first, then the source: anything the source gained in between is newer, so it counts
     as pending (or missed), never as a false change in place."""
     table = contract.SOURCE_TABLES[table_name]
-    archived, reach = latest_archived(ingestion, table)
-    source = read_source_table(source_url, table_name, connect_timeout=connect_timeout)
-    return compare(table, source, archived, reach)
+    snapshot = ingestion.table(table_name).snapshot()
+    id_slice = hourly_slice(archived_max_id(snapshot, table.primary_key), slice_ids, hour or 0) if slice_ids \
+        else None
+    archived, reach = latest_archived(ingestion, table, snapshot, id_slice)
+    id_range = None if id_slice is None else (
+        _BELOW_ALL if id_slice.low is None else id_slice.low, _ABOVE_ALL if id_slice.high is None else id_slice.high)
+    source = read_source_table(source_url, table_name, connect_timeout=connect_timeout, id_range=id_range)
+    drift = compare(table, source, archived, reach)
+    if id_slice is not None:
+        drift.compared = id_slice.describe()
+    return drift
 
 
 def describe(drift: SourceDrift) -> str:
@@ -163,4 +234,5 @@ def describe(drift: SourceDrift) -> str:
     ) or "every source row matches its latest archived version or is pending extraction"
 
 
-__all__ = ["SourceDrift", "compare", "describe", "last_per_key", "latest_archived", "source_drift"]
+__all__ = ["IdSlice", "SourceDrift", "archived_max_id", "compare", "describe", "hourly_slice", "last_per_key",
+           "latest_archived", "source_drift"]

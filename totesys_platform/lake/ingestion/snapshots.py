@@ -122,15 +122,17 @@ def snapshot_reader(source_url: str, exported: str, connect_timeout: float,
 
 
 def read_source_table(source_url: str, table_name: str, *, connect_timeout: float = 10,
-                      statement_timeout: timedelta = timedelta(minutes=30)) -> pa.Table:
-    """Every row of one contract table, with the contract's types, from one read-only snapshot (for the
-    hourly reconciliation; extraction itself never holds a whole table)."""
+                      statement_timeout: timedelta = timedelta(minutes=30),
+                      id_range: tuple[int, int] | None = None) -> pa.Table:
+    """Every row of one contract table (or those whose id is in `id_range`, [low, high)), with the contract's
+    types, from one read-only snapshot (for the hourly reconciliation; extraction never holds a whole table)."""
     (table,) = contract_tables([table_name])
     with source_snapshot(source_url, [table], connect_timeout, statement_timeout) as (conn, _, _, problems):
         if table_name in problems:
             raise schema_error(table_name, problems[table_name])
         try:
-            with conn.cursor() as cur, cur.copy(copy_query(table, False)) as copy:
+            query = copy_query(table, False, id_range=id_range is not None)
+            with conn.cursor() as cur, cur.copy(query, id_range) as copy:
                 batches = list(csv_batches(copy, table))
         except psycopg.Error as err:
             raise SourceError(

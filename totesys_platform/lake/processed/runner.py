@@ -243,9 +243,19 @@ def _with_quarantine_hint(err: BadInputError, rows: dict[str, pa.Table]) -> BadI
 # -- reading the processed zone
 
 
-def read_processed(processed: LakeZone, name: str, snapshot: Snapshot | None = None) -> pa.Table:
-    """Every row of processed table `name` (now, or at `snapshot`), with the star schema's types."""
-    rows = processed.table(name).read(snapshot)
+def read_processed(processed: LakeZone, name: str, snapshot: Snapshot | None = None,
+                   ids: pa.Array | None = None) -> pa.Table:
+    """Every row of processed table `name` (now, or at `snapshot`), with the star schema's types; with `ids`, only
+    the rows of those natural ids (read a column at a time: bounded memory)."""
+    table = processed.table(name)
+    if ids is None:
+        rows = table.read(snapshot)
+    else:
+        snapshot = snapshot if snapshot is not None else table.snapshot()
+        wanted = pc.cast(ids, pa.int64())
+        key = TARGET_TABLES[name].natural_key
+        rows = table.read_matching(snapshot, snapshot.arrow_schema().names if snapshot.exists else [], key,
+                                   lambda keys: pc.is_in(pc.cast(keys, pa.int64()), value_set=wanted))
     return from_lake(name, rows) if rows is not None else TARGET_TABLES[name].arrow_schema.empty_table()
 
 
