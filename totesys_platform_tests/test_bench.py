@@ -292,3 +292,29 @@ def test_the_deletes_bench_times_the_comparison_and_its_section_survives_a_regen
     assert "## Detecting deletes" in deletes and "| the source's ids" in deletes
     text = report.read_text()
     assert text.index("## Results") < text.index(deletes) < text.index("## How to run")
+
+
+def test_the_validation_bench_section_judges_the_hourly_run_and_survives_a_regenerated_report(tmp_path):
+    from bench.lake_ticks import splice
+    from bench.run import _kept_sections
+    from bench.validation import END, START, render
+
+    def job(wall: float, rss: float) -> dict:
+        return {"wall_s": wall, "cpu_s": wall, "server_cpu_s": 1.0, "peak_rss_mib": rss}
+
+    checks = {"source_matches_lake": 1.0, "fact_history_matches_lake": 2.0}
+    result = {"when": "2026-12-03T23:43", "scales": [
+        {"scale": 10, "jobs": {"first": job(13, 560), "hourly": job(8, 400), "daily": job(14, 560)}, "checks_s": checks},
+        {"scale": 100, "jobs": {"first": job(43, 2500), "hourly": job(9.5, 410), "daily": job(54, 2600)},
+         "checks_s": checks}]}
+    section = render(result)
+    assert section.startswith(START) and section.endswith(END) and "**met** (9.5 s; peak 400 and 410 MiB)" in section
+    assert "| 100 | hourly | 9.5 |" in section
+    result["scales"][1]["jobs"]["hourly"]["wall_s"] = 13.0
+    assert "**missed** (13.0 s" in render(result)
+
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("# Benchmarks\n\n## Results\n\n## How to run\n\nmake bench\n")
+    splice(report, section, START, END)
+    (kept,) = _kept_sections(report)
+    assert "## Hourly validation" in kept
