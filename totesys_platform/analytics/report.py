@@ -20,14 +20,15 @@ import psycopg
 # Each branch numbers its rows in the figure's order (ties broken by name, in the database's collation).
 SALES_FIGURES_SQL = """
 WITH grouped AS (
-  SELECT to_char(f.created_date, 'YYYY-MM') AS month, f.currency_id, f.design_id, f.counterparty_id,
+  SELECT date_trunc('month', f.created_date::timestamp) AS month, f.currency_id, f.design_id, f.counterparty_id,
          sum(f.units_sold * f.unit_price) AS sales_value, sum(f.units_sold) AS units_sold,
-         GROUPING(to_char(f.created_date, 'YYYY-MM'), f.currency_id, f.design_id, f.counterparty_id) AS grouping_set
+         GROUPING(date_trunc('month', f.created_date::timestamp), f.currency_id, f.design_id, f.counterparty_id)
+           AS grouping_set
   FROM fact_sales_order_current f
-  GROUP BY GROUPING SETS ((to_char(f.created_date, 'YYYY-MM'), f.currency_id), (f.design_id),
+  GROUP BY GROUPING SETS ((date_trunc('month', f.created_date::timestamp), f.currency_id), (f.design_id),
                           (f.counterparty_id, f.currency_id))
 ), by_month AS (
-  SELECT g.month AS name, c.currency_code, sum(g.sales_value) AS sales_value
+  SELECT to_char(g.month, 'YYYY-MM') AS name, c.currency_code, sum(g.sales_value) AS sales_value
   FROM grouped g JOIN dim_currency c USING (currency_id) WHERE g.grouping_set = 3 GROUP BY 1, 2
 ), by_design AS (
   SELECT d.design_name AS name, g.units_sold
