@@ -174,3 +174,17 @@ def test_read_matching_keeps_the_rows_a_key_selects_across_files_and_schema_vers
         {"id": 2, "name": "b", "extra": None}, {"id": 5, "name": "e", "extra": 8}]
     none = table.read_matching(table.snapshot(), ["id"], "id", lambda ids: pc.equal(ids, 99))
     assert none.num_rows == 0 and none.schema.names == ["id"]
+
+
+def test_a_check_state_table_from_before_the_incremental_history_check_gains_its_column(stack):
+    from totesys_platform.warehouse.validation import check_references
+
+    _, _, url = stack
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS totesys_meta.check_state")
+        conn.execute(  # the table as the references check created it before
+            "CREATE TABLE totesys_meta.check_state (check_name text NOT NULL, table_name text NOT NULL, "
+            "checked_through bigint NOT NULL, relfilenode oid NOT NULL, rows_checked bigint NOT NULL, "
+            "checked_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (check_name, table_name))")
+        assert check_references(conn, FACT).passed
+    assert evaluate(stack).passed and evaluate(stack).scan == "incremental"

@@ -17,7 +17,6 @@ import hashlib
 from dataclasses import dataclass
 
 import psycopg
-import psycopg.errors
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
@@ -30,8 +29,8 @@ from totesys_platform.star_schema import TARGET_TABLES
 from totesys_platform.warehouse.reads import read_query
 from totesys_platform.warehouse.schema import TABLE_SCHEMA
 from totesys_platform.warehouse.validation import (
-    CHECK_STATE, FACT_SOURCES, SAMPLE, HistoryReport, _combine, _ensure_check_state, _keys, _version_table,
-    current_state_mismatches, fact_history_report,
+    CHECK_STATE, FACT_SOURCES, SAMPLE, HistoryReport, check_bounds, combine_date_time, current_state_mismatches,
+    fact_history_report, sample_keys, version_table,
 )
 
 HISTORY_CHECK = "fact_history_matches_lake"
@@ -68,32 +67,14 @@ def quarantine_fingerprint(quarantined: pa.Table) -> str:
     return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
 
 
-def _read_bounds(conn: psycopg.Connection, fact: str) -> tuple[int, int, _Mark | None]:
-    target = TARGET_TABLES[fact]
-    with conn.transaction():
-        # SHARE mode waits for open inserts to commit: every record id up to the highest is then visible.
-        conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(TABLE_SCHEMA, fact)))
-        row = conn.execute(sql.SQL(
-            "SELECT (SELECT coalesce(max({sk}), 0) FROM {fact}), pg_relation_filenode(%s::regclass), "
-            "s.checked_through, s.relfilenode, s.detail "
-            "FROM (SELECT 1) AS one LEFT JOIN {state} AS s ON s.check_name = %s AND s.table_name = %s"
-        ).format(sk=sql.Identifier(target.surrogate_key), fact=sql.Identifier(TABLE_SCHEMA, fact),
-                 state=CHECK_STATE), (f"{TABLE_SCHEMA}.{fact}", HISTORY_CHECK, fact)).fetchone()
-    high, filenode, through, mark_filenode, detail = row
-    if through is None or not isinstance(detail, dict):
-        return int(high), int(filenode), None
-    return int(high), int(filenode), _Mark(
-        int(through), int(mark_filenode), Position.from_json(detail.get("lake")),
-        Position.from_json(detail.get("processed")), detail.get("quarantine"))
-
-
 def history_bounds(conn: psycopg.Connection, fact: str) -> tuple[int, int, _Mark | None]:
     """(highest record id, relfilenode, the mark of the last passing evaluation or None)."""
-    try:
-        return _read_bounds(conn, fact)
-    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
-        _ensure_check_state(conn)
-        return _read_bounds(conn, fact)
+    high, filenode, recorded = check_bounds(conn, fact, HISTORY_CHECK)
+    if recorded is None or not isinstance(recorded[2], dict):
+        return high, filenode, None
+    through, mark_filenode, detail = recorded
+    return high, filenode, _Mark(through, mark_filenode, Position.from_json(detail.get("lake")),
+                                 Position.from_json(detail.get("processed")), detail.get("quarantine"))
 
 
 def _why_full(mark: _Mark | None, filenode: int, high: int, lake: Snapshot, processed: Snapshot,
@@ -119,7 +100,7 @@ def _warehouse_pairs(conn: psycopg.Connection, fact: str, where: sql.Composable,
         cols=sql.SQL(", ").join(map(sql.Identifier, target.version_key)),
         fact=sql.Identifier(TABLE_SCHEMA, fact), where=where)
     data = read_query(conn, query, schema, fact, params)
-    return _version_table(data[target.natural_key], _combine(data["last_updated_date"], data["last_updated_time"]))
+    return version_table(data[target.natural_key], combine_date_time(data["last_updated_date"], data["last_updated_time"]))
 
 
 def _added_versions(ingestion: LakeZone, source: str, mark: _Mark, lake: Snapshot, quarantined: pa.Table
@@ -128,11 +109,11 @@ def _added_versions(ingestion: LakeZone, source: str, mark: _Mark, lake: Snapsho
     pk = f"{source}_id"
     rows = ingestion.table(source).changes(mark.lake.version, lake, columns=[pk, "last_updated"])
     if rows.num_rows == 0:
-        return _version_table(pa.array([], pa.int64()), pa.array([], pa.timestamp("ms")))
+        return version_table(pa.array([], pa.int64()), pa.array([], pa.timestamp("ms")))
     rows = rows.select([pk, "last_updated"]).cast(
         pa.schema([rows.schema.field(pk), pa.field("last_updated", pa.timestamp("ms"))]))
     rows = drop_quarantined(rows, quarantined)
-    return _version_table(rows[pk], rows["last_updated"]).group_by(["id", "ts"]).aggregate([])
+    return version_table(rows[pk], rows["last_updated"]).group_by(["id", "ts"]).aggregate([])
 
 
 def incremental_report(conn: psycopg.Connection, ingestion: LakeZone, fact: str, mark: _Mark, high: int,
@@ -162,9 +143,9 @@ def incremental_report(conn: psycopg.Connection, ingestion: LakeZone, fact: str,
     missing = new.join(loaded_u, ["id", "ts"], join_type="left anti")
     unexpected = loaded_u.join(added, ["id", "ts"], join_type="left anti").join(
         again, ["id", "ts"], join_type="left anti")  # a repeated held version is reported as a duplicate
-    report.duplicated_count, report.duplicated = duplicated.num_rows, _keys(duplicated.sort_by("id"), SAMPLE)
-    report.missing_count, report.missing = missing.num_rows, _keys(missing.sort_by("id"), SAMPLE)
-    report.unexpected_count, report.unexpected = unexpected.num_rows, _keys(unexpected.sort_by("id"), SAMPLE)
+    report.duplicated_count, report.duplicated = duplicated.num_rows, sample_keys(duplicated.sort_by("id"), SAMPLE)
+    report.missing_count, report.missing = missing.num_rows, sample_keys(missing.sort_by("id"), SAMPLE)
+    report.unexpected_count, report.unexpected = unexpected.num_rows, sample_keys(unexpected.sort_by("id"), SAMPLE)
     return report
 
 

@@ -40,7 +40,7 @@ class HistoryReport:
         return not (self.missing_count or self.unexpected_count or self.duplicated_count)
 
 
-def _version_table(ids: pa.Array, stamps: pa.Array) -> pa.Table:
+def version_table(ids: pa.Array, stamps: pa.Array) -> pa.Table:
     return pa.table({"id": pc.cast(ids, pa.int64()), "ts": pc.cast(stamps, pa.timestamp("ms"))})
 
 
@@ -49,26 +49,26 @@ def lake_versions(ingestion: LakeZone, source_table: str, snapshot: Snapshot | N
     pk = f"{source_table}_id"
     t = ingestion.table(source_table).read(snapshot, columns=[pk, "last_updated"])
     if t is None or t.num_rows == 0:
-        return _version_table(pa.array([], pa.int64()), pa.array([], pa.timestamp("ms")))
+        return version_table(pa.array([], pa.int64()), pa.array([], pa.timestamp("ms")))
     t = t.cast(pa.schema([t.schema.field(pk), pa.field("last_updated", pa.timestamp("ms"))]))
     t = drop_quarantined(t, quarantined_versions(ingestion, source_table))
-    return _version_table(t[pk], t["last_updated"])
+    return version_table(t[pk], t["last_updated"])
 
 
 def warehouse_versions(conn: psycopg.Connection, fact: str) -> pa.Table:
     """Every (id, last_updated) version in a warehouse fact, read with COPY (no per-row Python)."""
     target = TARGET_TABLES[fact]
     data = read_table(conn, fact).select([target.natural_key, "last_updated_date", "last_updated_time"])
-    return _version_table(data[target.natural_key], _combine(data["last_updated_date"], data["last_updated_time"]))
+    return version_table(data[target.natural_key], combine_date_time(data["last_updated_date"], data["last_updated_time"]))
 
 
-def _combine(dates: pa.ChunkedArray, times: pa.ChunkedArray) -> pa.Array:
+def combine_date_time(dates: pa.ChunkedArray, times: pa.ChunkedArray) -> pa.Array:
     """date32 + time32[ms] -> timestamp[ms]."""
     day_ms = pc.multiply(pc.cast(pc.cast(dates, pa.int32()), pa.int64()), 86_400_000)
     return pc.cast(pc.add(day_ms, pc.cast(pc.cast(times, pa.int32()), pa.int64())), pa.timestamp("ms"))
 
 
-def _keys(t: pa.Table, limit: int) -> list[tuple]:
+def sample_keys(t: pa.Table, limit: int) -> list[tuple]:
     return [(r["id"], str(r["ts"])) for r in t.slice(0, limit).to_pylist()]
 
 
@@ -81,13 +81,13 @@ def fact_history_report(conn: psycopg.Connection, ingestion: LakeZone, fact: str
     report = HistoryReport(fact, lake_versions=lake.num_rows, warehouse_versions=wh.num_rows)
     counts = wh.group_by(["id", "ts"]).aggregate([("id", "count")])
     dup = counts.filter(pc.greater(counts["id_count"], 1))
-    report.duplicated_count, report.duplicated = dup.num_rows, _keys(dup, SAMPLE)
+    report.duplicated_count, report.duplicated = dup.num_rows, sample_keys(dup, SAMPLE)
     lake_u = lake.group_by(["id", "ts"]).aggregate([])
     wh_u = counts.select(["id", "ts"])
     missing = lake_u.join(wh_u, ["id", "ts"], join_type="left anti")
     unexpected = wh_u.join(lake_u, ["id", "ts"], join_type="left anti")
-    report.missing_count, report.missing = missing.num_rows, _keys(missing.sort_by("id"), SAMPLE)
-    report.unexpected_count, report.unexpected = unexpected.num_rows, _keys(unexpected.sort_by("id"), SAMPLE)
+    report.missing_count, report.missing = missing.num_rows, sample_keys(missing.sort_by("id"), SAMPLE)
+    report.unexpected_count, report.unexpected = unexpected.num_rows, sample_keys(unexpected.sort_by("id"), SAMPLE)
     return report
 
 
@@ -191,7 +191,7 @@ class ReferenceCheck:
         return sum(self.dangling.values())
 
 
-def _ensure_check_state(conn: psycopg.Connection) -> None:
+def ensure_check_state(conn: psycopg.Connection) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))  # concurrent CREATEs would collide
         conn.execute(sql.SQL(
@@ -203,23 +203,30 @@ def _ensure_check_state(conn: psycopg.Connection) -> None:
         conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS detail jsonb").format(CHECK_STATE))
 
 
-def _reference_bounds(conn: psycopg.Connection, fact: str) -> tuple[int, int, int | None, int | None]:
-    """(highest surrogate key, relfilenode, recorded high-water mark, recorded relfilenode), read while no
-    load of the fact is in flight: SHARE mode waits for open inserts to commit, so every key up to the
-    highest one is visible (identity values are drawn before commit, possibly out of commit order)."""
+def check_bounds(conn: psycopg.Connection, fact: str, check: str) -> tuple[int, int, tuple | None]:
+    """(highest surrogate key, relfilenode, the mark `check` recorded for the fact: (checked_through, relfilenode,
+    detail) or None), read while no load of the fact is in flight: SHARE mode waits for open inserts to commit,
+    so every key up to the highest one is visible (identity values are drawn before commit, possibly out of
+    commit order). Creates `check_state` (or its later columns) when missing."""
     target = TARGET_TABLES[fact]
-    with conn.transaction():
-        conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(TABLE_SCHEMA, fact)))
-        row = conn.execute(sql.SQL(
-            "SELECT (SELECT coalesce(max({sk}), 0) FROM {fact}), pg_relation_filenode(%s::regclass), "
-            "s.checked_through, s.relfilenode "
-            "FROM (SELECT 1) AS one LEFT JOIN {state} AS s ON s.check_name = %s AND s.table_name = %s"
-        ).format(sk=sql.Identifier(target.surrogate_key), fact=sql.Identifier(TABLE_SCHEMA, fact),
-                 state=CHECK_STATE),
-            (f"{TABLE_SCHEMA}.{fact}", REFERENCES_CHECK, fact)).fetchone()
-    high, filenode, mark, mark_filenode = row
-    return int(high), int(filenode), (None if mark is None else int(mark)), (
-        None if mark_filenode is None else int(mark_filenode))
+
+    def read() -> tuple:
+        with conn.transaction():
+            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(TABLE_SCHEMA, fact)))
+            return conn.execute(sql.SQL(
+                "SELECT (SELECT coalesce(max({sk}), 0) FROM {fact}), pg_relation_filenode(%s::regclass), "
+                "s.checked_through, s.relfilenode, s.detail "
+                "FROM (SELECT 1) AS one LEFT JOIN {state} AS s ON s.check_name = %s AND s.table_name = %s"
+            ).format(sk=sql.Identifier(target.surrogate_key), fact=sql.Identifier(TABLE_SCHEMA, fact),
+                     state=CHECK_STATE), (f"{TABLE_SCHEMA}.{fact}", check, fact)).fetchone()
+
+    try:
+        high, filenode, through, mark_filenode, detail = read()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+        ensure_check_state(conn)
+        high, filenode, through, mark_filenode, detail = read()
+    mark = None if through is None else (int(through), int(mark_filenode), detail)
+    return int(high), int(filenode), mark
 
 
 def check_references(conn: psycopg.Connection, fact: str, *, full: bool = False) -> ReferenceCheck:
@@ -233,12 +240,8 @@ def check_references(conn: psycopg.Connection, fact: str, *, full: bool = False)
     """
     if fact not in FACT_SOURCES:
         raise ValueError(f"unknown fact {fact!r}; expected one of: {', '.join(FACT_SOURCES)}")
-    try:
-        bounds = _reference_bounds(conn, fact)
-    except psycopg.errors.UndefinedTable:
-        _ensure_check_state(conn)
-        bounds = _reference_bounds(conn, fact)
-    high, filenode, mark, mark_filenode = bounds
+    high, filenode, recorded = check_bounds(conn, fact, REFERENCES_CHECK)
+    mark, mark_filenode = recorded[:2] if recorded else (None, None)
     if full or mark is None or mark_filenode != filenode or mark > high:
         low, full = 0, True
     else:
@@ -275,7 +278,7 @@ def record_references_validated(conn: psycopg.Connection, fact: str, rows: int) 
     if fact not in FACT_SOURCES:
         raise ValueError(f"unknown fact {fact!r}; expected one of: {', '.join(FACT_SOURCES)}")
     if conn.execute("SELECT to_regclass(%s)", (f"{META_SCHEMA}.check_state",)).fetchone()[0] is None:
-        _ensure_check_state(conn)  # its schema lock is then held until the load commits: only the first time
+        ensure_check_state(conn)  # its schema lock is then held until the load commits: only the first time
     target = TARGET_TABLES[fact]
     high, filenode = conn.execute(sql.SQL(
         "SELECT coalesce(max({sk}), 0), pg_relation_filenode(%s::regclass) FROM {fact}"
