@@ -13,8 +13,9 @@ import pyarrow as pa
 import pytest
 
 from totesys_platform.automation.maintenance import lake_maintenance_job
-from totesys_platform.lake.delta import META_KEY, LakeZone, progress_record
+from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.maintenance import maintain_table
+from totesys_platform.lake.progress import META_KEY, progress_record
 from totesys_platform.resources import LakeResource
 
 

@@ -17,23 +17,22 @@ commit (:meth:`LakeZone.check_exclusive_commits`), since commits there could sil
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from totesys_platform.lake.progress import META_KEY, history, progress_record, read_progress, record_of
 from totesys_platform.lake.store import (
     AlreadyExistsError, LakeError, LakeStore, LakeUnavailableError, S3Timeouts,
 )
 from totesys_platform.redaction import redact_url
 
 APP_ID = "totesys-platform"
-META_KEY = "totesys"
 # Change data feed: readers take a table's new commits by version (`changes`). Checkpoints every 20
 # commits keep opening a table to a handful of small reads, also on S3. Log entries are kept as long as the
 # maintenance keeps data files (7 days; Delta's default is 30): time travel needs both, and the log stays small.
@@ -256,7 +255,7 @@ class LakeTable:
             return Snapshot(self, None, -1)
         version = delta.version()
         txn = delta.transaction_version(APP_ID) or 0
-        record = _progress_record(delta, txn) if txn else {}
+        record = read_progress(delta, txn) if txn else {}
         if record is None:
             raise LakeError(
                 f"lake table {self.name} at {self.uri} has commits by this platform (transaction {txn}) but none of "
@@ -274,7 +273,7 @@ class LakeTable:
         delta = delta if delta is not None else self._open()
         if delta is None or version < 0 or version > delta.version():
             return None
-        for info in _history(delta, limit=delta.version() - version + 1):
+        for info in history(delta, limit=delta.version() - version + 1):
             if info.get("version") == version:
                 return info
         return None
@@ -354,8 +353,8 @@ class LakeTable:
     def _landed(self, read: Snapshot, commit_id: str, rows: int) -> Commit | None:
         """Our commit `commit_id`, if the table's log holds it since `read`."""
         delta = self._open()
-        for info in _history(delta, limit=max(delta.version() - read.version, 1)):
-            record = _record(info)
+        for info in history(delta, limit=max(delta.version() - read.version, 1)):
+            record = record_of(info)
             if record is not None and record.get("commit_id") == commit_id:
                 metrics = info.get("operationMetrics") or {}
                 files = int(metrics.get("num_added_files", metrics.get("num_target_files_added", 0)) or 0)
@@ -453,49 +452,6 @@ class LakeTable:
         except Exception as err:  # noqa: BLE001
             raise _delta_error("merge into", self, err) from None
         return self._committed(read, commit_id, data.num_rows)
-
-
-def progress_record(table: str, commit_id: str, stage: str, state: dict, txn: int) -> str:
-    """The JSON a commit of ours carries: its id, the stage, the stage's progress and the transaction it belongs
-    to (maintenance commits carry the latest one forward, so it is never only in a log entry cleaned up)."""
-    try:
-        return json.dumps({"commit_id": commit_id, "stage": stage, "state": state, "txn": txn}, allow_nan=False,
-                          sort_keys=True)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{table}: the progress to record is not JSON-able: {err}") from None
-
-
-def _progress_record(delta, txn: int) -> dict | None:
-    """The progress recorded with application transaction `txn` (the table's newest): in the newest commit of
-    ours that carries that transaction's record. Usually the newest commit; a maintenance commit made from an
-    older read carries an older transaction and is passed over, as are other engines' commits."""
-    for limit in (1, 20, None):
-        infos = list(_history(delta, limit=limit))
-        for info in infos:
-            record = _record(info)
-            if record is not None and record.get("txn", txn) == txn:
-                return record
-        if limit is not None and len(infos) < limit:
-            break
-    return None
-
-
-def _history(delta, limit: int | None) -> Iterable[dict]:
-    try:
-        return delta.history(limit)
-    except Exception as err:  # noqa: BLE001
-        raise LakeError(f"cannot read the commit history of {delta.table_uri}: {err}") from None
-
-
-def _record(info: dict) -> dict | None:
-    raw = info.get(META_KEY)
-    if not isinstance(raw, str):
-        return None
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def _already_exists(err: Exception) -> bool:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from totesys_platform.lake.delta import APP_ID, META_KEY, LakeTable, _progress_record, _record, progress_record
+from totesys_platform.lake.delta import APP_ID, LakeTable
+from totesys_platform.lake.progress import META_KEY, progress_record, read_progress, record_of
 from totesys_platform.lake.store import LakeError
 
 DEFAULT_RETENTION_HOURS = 7 * 24
@@ -99,10 +100,10 @@ def _progress_in_newest_commit(table: LakeTable):
     txn = delta.transaction_version(APP_ID) or 0
     if not txn:
         return delta
-    record = _record(next(iter(delta.history(1)), {}))
+    record = record_of(next(iter(delta.history(1)), {}))
     if record is not None and record.get("txn") == txn:
         return delta
-    latest = _progress_record(delta, txn)
+    latest = read_progress(delta, txn)
     if latest is None:
         raise LakeError(f"{table.name}: the progress record of transaction {txn} is not in the retained log of "
                         f"{table.uri}; restore the table's _delta_log from a backup")
