@@ -14,7 +14,6 @@ BENCHMARKS.md (kept when bench/run.py regenerates the rest).
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import statistics
 import sys
@@ -28,7 +27,7 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from bench.approaches import BENCH_DIR, REPO_ROOT  # noqa: E402
-from bench.lake_ticks import splice  # noqa: E402
+from bench.lake_ticks import write_results  # noqa: E402
 from totesys_platform.lake.delta import LakeZone  # noqa: E402
 from totesys_platform.lake.ingestion import deletes  # noqa: E402
 from totesys_platform.lake.ingestion.extract import extract_tables  # noqa: E402
@@ -156,10 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.repeat, args.deletes) < 1:
         parser.error("--repeat and --deletes must be at least 1")
     result = run(args)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "deletes.json").write_text(json.dumps(result, indent=1))
-    splice(args.output.resolve(), render(result), START, END)
-    log(f"wrote {args.output} and {args.results_dir / 'deletes.json'}")
+    write_results(result, "deletes", args.results_dir, args.output, render(result), START, END)
     return 0
 
 

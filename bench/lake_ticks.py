@@ -107,17 +107,32 @@ def maintain(zones: dict[str, LakeZone]) -> float:
     return time.perf_counter() - started
 
 
+def seed_stack(server: LocalPostgres, scale: float) -> tuple[str, str]:
+    """On `server`: totesys seeded at `scale` and an empty warehouse with its schema; their URLs."""
+    for name in ("totesys", "warehouse"):
+        server.create_database(name)
+    source, warehouse = server.url("totesys"), server.url("warehouse")
+    simulator.seed(source, scale=scale, seed=42, progress=lambda *a, **k: None)
+    with psycopg.connect(warehouse, autocommit=True) as conn:
+        ensure_schema(conn)
+    return source, warehouse
+
+
+def write_results(result: dict, name: str, results_dir: Path, output: Path, section: str, start: str = START,
+                  end: str = END) -> None:
+    """`result` as `<results_dir>/<name>.json`, and its rendered `section` spliced into the report `output`."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
+    splice(output.resolve(), section, start, end)
+    log(f"wrote {output} and {results_dir / f'{name}.json'}")
+
+
 def run(args: argparse.Namespace) -> dict:
     workdir = new_temp_root("lake-ticks-")
     server = LocalPostgres(workdir / "pgdata", free_port()).start()
     try:
-        for name in ("totesys", "warehouse"):
-            server.create_database(name)
-        source, warehouse = server.url("totesys"), server.url("warehouse")
         log(f"seeding totesys at scale {args.scale:g}")
-        simulator.seed(source, scale=args.scale, seed=42, progress=lambda *a, **k: None)
-        with psycopg.connect(warehouse, autocommit=True) as conn:
-            ensure_schema(conn)
+        source, warehouse = seed_stack(server, args.scale)
         zones = {"ingestion": LakeZone((workdir / "ingestion").as_uri()),
                  "processed": LakeZone((workdir / "processed").as_uri())}
         started = time.perf_counter()
@@ -205,11 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.ticks, args.maintain_every, args.sample_every) < 1:
         parser.error("--ticks, --maintain-every and --sample-every must be at least 1")
     result = run(args)
-    out = args.results_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "lake_ticks.json").write_text(json.dumps(result, indent=1))
-    splice(args.output.resolve(), render(result))
-    log(f"wrote {args.output} and {out / 'lake_ticks.json'}")
+    write_results(result, "lake_ticks", args.results_dir, args.output, render(result))
     return 0
 
 

@@ -27,17 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psycopg  # noqa: E402
 
 from bench.approaches import BENCH_DIR, REPO_ROOT  # noqa: E402
-from bench.lake_ticks import run_once, splice  # noqa: E402
+from bench.lake_ticks import run_once, seed_stack, write_results  # noqa: E402
 from bench.workload import apply_tick  # noqa: E402
 from bench.measure import run_measured  # noqa: E402
 from bench.run import postmaster_pid  # noqa: E402
 from totesys_platform.lake.delta import LakeZone  # noqa: E402
 from totesys_platform.lake.ingestion.reconcile import source_drift  # noqa: E402
-from totesys_platform.local import simulator  # noqa: E402
 from totesys_platform.local.postgres import LocalPostgres, free_port, new_temp_root  # noqa: E402
 from totesys_platform.source.contract import TABLE_NAMES  # noqa: E402
 from totesys_platform.star_schema import FACTS  # noqa: E402
-from totesys_platform.warehouse.schema import ensure_schema  # noqa: E402
 from totesys_platform.automation.checks import VALIDATION_TAG  # noqa: E402
 from totesys_platform.warehouse.history_check import check_fact_history  # noqa: E402
 from totesys_platform.warehouse.validation import (  # noqa: E402
@@ -86,13 +84,8 @@ def run_job(env: dict, server: LocalPostgres, what: str, scale: float, tags: dic
 def measure_scale(scale: float, workdir: Path) -> dict:
     server = LocalPostgres(workdir / "pgdata", free_port()).start()
     try:
-        for name in ("totesys", "warehouse"):
-            server.create_database(name)
-        source, warehouse = server.url("totesys"), server.url("warehouse")
         log(f"scale {scale:g}: seeding, then loading the lake and the warehouse")
-        simulator.seed(source, scale=scale, seed=42, progress=lambda *a, **k: None)
-        with psycopg.connect(warehouse, autocommit=True) as conn:
-            ensure_schema(conn)
+        source, warehouse = seed_stack(server, scale)
         ingestion, processed = (LakeZone((workdir / z).as_uri()) for z in ("ingestion", "processed"))
         run_once(source, warehouse, ingestion, processed)
         home = workdir / "dagster_home"
@@ -153,10 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds like Ctrl-C: the server is stopped
     rows = [measure_scale(scale, new_temp_root(f"validation-bench-{scale:g}-")) for scale in args.scales]
     result = {"when": datetime.now(timezone.utc).isoformat(timespec="minutes"), "scales": rows}
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "validation.json").write_text(json.dumps(result, indent=1))
-    splice(args.output.resolve(), render(result), START, END)
-    log(f"wrote {args.output} and {args.results_dir / 'validation.json'}")
+    write_results(result, "validation", args.results_dir, args.output, render(result), START, END)
     return 0
 
 
