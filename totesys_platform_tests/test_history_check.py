@@ -8,19 +8,19 @@ import datetime as dt
 import psycopg
 import pytest
 
+from bench.lake_ticks import load_warehouse
+
 from totesys_platform.lake.delta import LakeZone
-from totesys_platform.lake.processed.runner import process_table, read_processed_changes
+from totesys_platform.lake.processed.runner import process_table
 from totesys_platform.lake.quarantine import quarantine_version
 from totesys_platform.lake.writes import commit_write
-from totesys_platform.star_schema import DIMENSIONS, FACTS, TARGET_TABLES
+from totesys_platform.star_schema import DIMENSIONS, FACTS
 from totesys_platform.warehouse.history_check import check_fact_history
-from totesys_platform.warehouse.loader import load_table
-from totesys_platform.warehouse.schema import ensure_schema, get_load_position, set_load_state
+from totesys_platform.warehouse.schema import ensure_schema
 from totesys_platform_tests.test_processed_runner import archive
 from totesys_platform_tests.test_transforms_support import T0, row
 
 FACT = "fact_sales_order"
-LOAD_ORDER = sorted(TARGET_TABLES, key=lambda t: TARGET_TABLES[t].kind != "dimension")  # dimensions first
 
 
 def run_pipeline(ingestion: LakeZone, processed: LakeZone, url: str) -> None:
@@ -29,14 +29,7 @@ def run_pipeline(ingestion: LakeZone, processed: LakeZone, url: str) -> None:
         commit_write(process_table(name, ingestion, processed).write)
     with psycopg.connect(url) as conn:
         ensure_schema(conn)
-        for name in LOAD_ORDER:
-            with conn.transaction():
-                position, now = get_load_position(conn, name), processed.table(name).snapshot()
-                if not now.exists or (position is not None and position.version == now.version):
-                    continue
-                data, _ = read_processed_changes(processed, name, position, now)
-                load_table(conn, name, data, "append_versions" if TARGET_TABLES[name].kind == "fact" else "upsert")
-                set_load_state(conn, name, now.position())
+    load_warehouse(url, processed)
 
 
 @pytest.fixture
