@@ -24,7 +24,7 @@ DLT_REQUIREMENTS = BENCH_DIR / "requirements-dlt.txt"
 VENV_BIN = Path(sys.executable).parent
 
 # The job the 20-minute schedule and the new-data sensor launch: every lake and warehouse asset plus the
-# blocking referential checks (the whole-history checks and the report run hourly in validate_and_report).
+# blocking referential checks (the whole-history checks and the report run hourly in validate and refresh_sales_report).
 OURS_COMMAND = ["dagster", "job", "execute", "-m", "totesys_platform.definitions", "-j", "totesys_etl"]
 
 

@@ -6,7 +6,7 @@
     totesys-platform run [--port 3000] [--no-simulator] [--seed-scale 1]
     totesys-platform lake quarantine --table T --id N --last-updated TS (--reason TEXT | --undo)
     totesys-platform lake convert
-    totesys-platform etl|validate|materialize|rebuild|maintain [--no-wait] [--ui-url URL]
+    totesys-platform etl|validate|report|materialize|rebuild|maintain [--no-wait] [--ui-url URL]
     totesys-platform env
 
 Exit codes: 0 done, 1 failed (one or two lines say what went wrong and what to do), 2 bad usage,
@@ -199,11 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
 RUN_ONCE_COMMANDS = {
     "etl": ("run the pipeline once (totesys_etl) through the run queue and follow it",
             "Run totesys_etl once: every table from totesys to the warehouse, with the blocking checks."),
-    "validate": ("run the hourly checks and the sales report once (validate_and_report)",
-                 "Run validate_and_report once: the validation checks (over what was added since they passed; "
-                 "everything with --full) and a fresh sales report."),
+    "validate": ("run the hourly validation checks once (validate)",
+                 "Run validate once: the validation checks, over what was added since they passed (everything "
+                 "with --full)."),
+    "report": ("make a fresh sales report (refresh_sales_report)",
+               "Run refresh_sales_report once: the sales report from the warehouse's current state."),
     "materialize": ("every asset and check: the pipeline, then the hourly checks and the report",
-                    "Run totesys_etl, then (if it succeeded) validate_and_report: every asset and every check."),
+                    "Run totesys_etl, then (if it succeeded) refresh_sales_report and validate: every asset and "
+                    "every check."),
     "rebuild": ("rebuild the warehouse from the lake alone (rebuild_warehouse)",
                 "Run rebuild_warehouse once: empty the warehouse and reload every processed-zone row, in one "
                 "transaction."),

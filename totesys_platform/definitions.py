@@ -11,8 +11,8 @@ from totesys_platform.automation.checks import ALL_CHECKS
 from totesys_platform.automation.maintenance import lake_maintenance_job, lake_maintenance_schedule
 from totesys_platform.automation.source_checks import SOURCE_CHECKS
 from totesys_platform.automation.jobs import (
-    RUN_LOGGING, etl_schedule, first_validation_sensor, rebuild_warehouse_job, totesys_etl, totesys_new_data_sensor,
-    full_validation_schedule, validate_and_report, validation_schedule,
+    RUN_LOGGING, etl_schedule, first_validation_sensor, full_validation_schedule, rebuild_warehouse_job,
+    refresh_sales_report, report_schedule, totesys_etl, totesys_new_data_sensor, validate, validation_schedule,
 )
 from totesys_platform.lake.ingestion.assets import extract_totesys
 from totesys_platform.lake.processed.assets import PROCESSED_ASSETS
@@ -23,8 +23,9 @@ from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS
 defs = dg.Definitions(
     assets=[observe_totesys, extract_totesys, *PROCESSED_ASSETS, *WAREHOUSE_ASSETS, sales_report],
     asset_checks=[*ALL_CHECKS, *SOURCE_CHECKS],
-    jobs=[totesys_etl, validate_and_report, rebuild_warehouse_job, lake_maintenance_job],
-    schedules=[etl_schedule, validation_schedule, full_validation_schedule, lake_maintenance_schedule],
+    jobs=[totesys_etl, validate, refresh_sales_report, rebuild_warehouse_job, lake_maintenance_job],
+    schedules=[etl_schedule, validation_schedule, full_validation_schedule, report_schedule,
+               lake_maintenance_schedule],
     sensors=[totesys_new_data_sensor, first_validation_sensor, *ALERT_SENSORS],
     resources={**build_resources(), "alerts": AlertsResource.from_env()},
     loggers=RUN_LOGGING.loggers or None,

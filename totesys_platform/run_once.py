@@ -1,6 +1,6 @@
 """Run-once commands: a job submitted to the Dagster instance the UI shows, through its run queue, and followed.
 
-`totesys-platform etl|validate|materialize|rebuild|maintain` talk to the Dagster webserver's GraphQL API (the
+`totesys-platform etl|validate|report|materialize|rebuild|maintain` talk to the Dagster webserver's GraphQL API (the
 one the UI uses), so a run waits in the same one-run-at-a-time queue as the schedule's and the sensor's, shows
 in the UI's Runs page, and runs in the deployment's code location with its environment. The webserver is
 the one `make run` started (its address is kept in the local folder) or DAGSTER_UI_URL (a deployment's).
@@ -26,8 +26,9 @@ DEFAULT_UI_URL = "http://127.0.0.1:3000"
 # The command names and the jobs each runs, in order (a failed run stops the sequence).
 COMMAND_JOBS: dict[str, tuple[str, ...]] = {
     "etl": ("totesys_etl",),
-    "validate": ("validate_and_report",),
-    "materialize": ("totesys_etl", "validate_and_report"),
+    "validate": ("validate",),
+    "report": ("refresh_sales_report",),
+    "materialize": ("totesys_etl", "refresh_sales_report", "validate"),
     "rebuild": ("rebuild_warehouse",),
     "maintain": ("lake_maintenance",),
 }

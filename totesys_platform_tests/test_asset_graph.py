@@ -30,10 +30,10 @@ def graph_snapshot() -> str:
     for job in sorted(defs.jobs, key=lambda j: j.name):
         resolved = defs.resolve_job_def(job.name)
         layer = resolved.asset_layer
+        # A job of checks only (validate) is not an "asset job" to Dagster, but its layer holds its checks.
+        checks = sorted(f"{_name(k.asset_key)}:{k.name}" for k in layer.asset_graph.asset_check_keys)
         assets = sorted(_name(k) for k in layer.selected_asset_keys) if resolved.is_asset_job else []
-        checks = sorted(f"{_name(k.asset_key)}:{k.name}" for k in layer.asset_graph.asset_check_keys) \
-            if resolved.is_asset_job else []
-        ops = [] if resolved.is_asset_job else sorted(n.name for n in resolved.graph.nodes)
+        ops = [] if resolved.is_asset_job or checks else sorted(n.name for n in resolved.graph.nodes)
         lines.append(f"{job.name}: {len(assets)} assets {assets} | {len(checks)} checks {checks} | ops {ops}")
     lines.append("# schedules: name: cron -> job")
     lines += sorted(f"{s.name}: {s.cron_schedule} -> {s.job_name}" for s in defs.schedules)

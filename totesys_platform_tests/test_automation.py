@@ -55,7 +55,7 @@ def test_a_payment_change_selects_what_is_downstream_of_payment_only():
     assert "lake/ingestion/payment" in keys
     assert {"lake/processed/fact_payment", "warehouse/fact_payment", "warehouse/dim_date"} <= keys
     assert "warehouse/fact_sales_order" not in keys and "lake/ingestion/sales_order" not in keys
-    assert "analytics/sales_report" not in keys  # hourly, with validate_and_report
+    assert "analytics/sales_report" not in keys  # hourly, refresh_sales_report
 
 
 def test_a_dimension_change_selects_its_dimension_not_the_facts_that_load_after_it():
@@ -166,16 +166,17 @@ def test_sensor_and_schedule_runs_evaluate_only_the_ticks_checks(totesys_url, wa
     assert _evaluated_checks(job.execute_in_process(instance=instance)) == every_fact | captures(*TABLE_NAMES)
 
 
-def test_the_first_load_is_followed_by_one_validation_and_report_run():
+def test_the_first_load_is_followed_by_one_validation_run_and_one_report():
     """A new instance gets the report and the hourly checks right after its first load, once."""
     from totesys_platform.automation.jobs import REPORT_KEY, first_validation
     from totesys_platform.definitions import defs
 
     sensor = defs.get_sensor_def("first_validation_after_the_first_load")
-    assert sensor.job_name == "validate_and_report"
+    assert {job.name for job in sensor.jobs} == {"validate", "refresh_sales_report"}
     instance = dg.DagsterInstance.ephemeral()
-    request = first_validation(instance)
-    assert isinstance(request, dg.RunRequest) and request.run_key  # a run key: the daemon launches it once
+    requests = first_validation(instance)
+    assert {r.job_name for r in requests} == {"validate", "refresh_sales_report"}
+    assert all(r.run_key for r in requests)  # run keys: the daemon launches each once
     instance.report_runless_asset_event(dg.AssetMaterialization(REPORT_KEY))
     assert isinstance(first_validation(instance), dg.SkipReason)
 
@@ -211,16 +212,19 @@ def test_the_tick_job_leaves_whole_history_checks_and_the_report_to_the_hourly_j
     assert "warehouse__fact_sales_order" in etl and "warehouse__fact_sales_order_references_resolve" in etl
     assert "analytics__sales_report" not in etl
     assert not any(n.endswith(("fact_history_matches_lake", "source_matches_lake")) for n in etl)
-    hourly = nodes("validate_and_report")
-    assert {"analytics__sales_report", "warehouse__fact_payment_fact_history_matches_lake",
-            "lake__ingestion__sales_order_source_matches_lake"} <= hourly
-    assert "extract_totesys" not in hourly
+    hourly = nodes("validate")
+    # The 11 source checks and the 7 row-count checks are one step each: a step costs Dagster's own time.
+    assert {"warehouse__fact_payment_fact_history_matches_lake", "source_matches_lake",
+            "row_count_matches_lake"} <= hourly
+    assert "extract_totesys" not in hourly and "analytics__sales_report" not in hourly
+    assert nodes("refresh_sales_report") == {"analytics__sales_report"}
     schedules = {s.name: s for s in defs.schedules}
-    assert schedules["validate_and_report_hourly"].cron_schedule == "5 * * * *"
+    assert schedules["validate_hourly"].cron_schedule == "5 * * * *"
+    assert schedules["refresh_sales_report_hourly"].job_name == "refresh_sales_report"
     # Hourly: what was added since the checks passed; daily, the same job over everything.
-    assert "ops" not in (defs.resolve_job_def("validate_and_report").run_config or {})
+    assert "ops" not in (defs.resolve_job_def("validate").run_config or {})
     daily = schedules["validate_in_full_daily"]
-    assert daily.job_name == "validate_and_report" and daily.cron_schedule == "50 3 * * *"
+    assert daily.job_name == "validate" and daily.cron_schedule == "50 3 * * *"
     (request,) = daily.evaluate_tick(dg.build_schedule_context()).run_requests
     assert request.tags[VALIDATION_TAG] == "full"
 

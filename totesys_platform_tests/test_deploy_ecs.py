@@ -336,7 +336,7 @@ def test_the_docs_size_table_is_the_one_the_jobs_use():
     documented = {(job, int(float(cpu) * 1024), int(gib) * 1024) for job, cpu, gib in rows}
     import totesys_platform.definitions as definitions
 
-    for job in ("totesys_etl", "validate_and_report", "lake_maintenance", "rebuild_warehouse"):
+    for job in ("totesys_etl", "validate", "refresh_sales_report", "lake_maintenance", "rebuild_warehouse"):
         tags = definitions.defs.resolve_job_def(job).run_tags
         assert (job, int(tags["ecs/cpu"]), int(tags["ecs/memory"])) in documented, job
     initial = RUN_SIZES["initial_load"]

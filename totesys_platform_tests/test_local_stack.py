@@ -255,7 +255,7 @@ def test_workspace_yaml_loads_the_platform_definitions():
 # ------------------------------------------------------------------------------------------------
 
 COMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"], ["seed"], ["simulate"], ["run"],
-            ["etl"], ["validate"], ["materialize"], ["rebuild"], ["maintain"], ["env"]]
+            ["etl"], ["validate"], ["report"], ["materialize"], ["rebuild"], ["maintain"], ["env"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")

@@ -119,10 +119,11 @@ def test_the_check_warns_on_deletions_and_fails_on_changes_it_can_never_archive(
     from totesys_platform.automation.source_checks import drift_result
     from totesys_platform.lake.ingestion.reconcile import SourceDrift
 
-    clean = drift_result(SourceDrift("currency", counts={"deleted": 0, "moved_back": 0}))
-    deleted = drift_result(SourceDrift("currency", counts={"deleted": 2, "moved_back": 0}))
-    moved = drift_result(SourceDrift("currency", counts={"deleted": 2, "moved_back": 1}))
-    assert clean.passed
+    key = dg.AssetCheckKey(dg.AssetKey(["lake", "ingestion", "currency"]), "source_matches_lake")
+    clean = drift_result(SourceDrift("currency", counts={"deleted": 0, "moved_back": 0}), key)
+    deleted = drift_result(SourceDrift("currency", counts={"deleted": 2, "moved_back": 0}), key)
+    moved = drift_result(SourceDrift("currency", counts={"deleted": 2, "moved_back": 1}), key)
+    assert clean.passed and (clean.asset_key, clean.check_name) == (key.asset_key, key.name)
     assert (deleted.passed, deleted.severity) == (False, dg.AssetCheckSeverity.WARN)
     assert (moved.passed, moved.severity) == (False, dg.AssetCheckSeverity.ERROR)
 

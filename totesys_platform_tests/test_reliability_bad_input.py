@@ -371,3 +371,19 @@ def test_changes_behind_the_look_back_window_are_captured_and_the_source_check_n
     assert metadata["changed_in_place_count"].value == 0 and metadata["moved_back_count"].value == 1
     assert metadata["moved_back_sample"].value[0][0] == backwards
     assert evaluations["sales_order"].severity == dg.AssetCheckSeverity.ERROR
+
+
+def test_a_table_whose_source_comparison_cannot_run_fails_its_own_check_and_the_others_are_judged(stack):
+    """The 11 source checks run in one step; a table whose comparison raises (a contract column dropped in
+    totesys) fails its own check with the error, every other table still gets its result, and the step fails
+    (so the run's failure alert names it)."""
+    execute(stack.totesys_url, "ALTER TABLE staff DROP COLUMN email_address")
+    result = dg.materialize([*ASSETS, *SOURCE_CHECKS], resources=stack.resources(),
+                            selection=dg.AssetSelection.checks(*SOURCE_CHECKS), raise_on_error=False)
+    evaluations = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == set(TABLE_NAMES)
+    assert {table for table, e in evaluations.items() if not e.passed} == {"staff"}
+    assert "staff.email_address" in evaluations["staff"].description
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "staff" in str(failure.event_specific_data.error.message) or "staff" in str(failure.event_specific_data)

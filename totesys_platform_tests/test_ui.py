@@ -3,7 +3,7 @@ and rendered by a real headless Chromium.
 
 One stack serves the whole module: a seeded totesys and an empty warehouse on the session PostgreSQL (their URLs
 carry a password, so the instance, the logs and the UI can be searched for it), a local-folder lake and a fresh
-DAGSTER_HOME. The two scheduled jobs (`totesys_etl`, then `validate_and_report`) run once each through the
+DAGSTER_HOME. The three scheduled jobs (`totesys_etl`, `validate`, `refresh_sales_report`) run once each through the
 `dagster` CLI into that instance while `dagster-webserver` starts for the code location
 `totesys_platform.definitions` on a free loopback port.
 Screenshots and rendered DOMs land in test-artifacts/ui/ (gitignored); docs/ui.md shows the screenshots.
@@ -45,9 +45,10 @@ from totesys_platform.warehouse.validation import DIMENSION_SOURCES
 LOCATION = "totesys_platform.definitions"
 REPOSITORY = "__repository__"
 ETL_JOB = "totesys_etl"
-VALIDATION_JOB = "validate_and_report"
-# What the schedules run, in order: the pipeline with its blocking checks, then the other checks and the report.
-JOBS_RUN = (ETL_JOB, VALIDATION_JOB)
+VALIDATION_JOB = "validate"
+REPORT_JOB = "refresh_sales_report"
+# What the schedules run, in order: the pipeline with its blocking checks, then the other checks, then the report.
+JOBS_RUN = (ETL_JOB, VALIDATION_JOB, REPORT_JOB)
 VENV_BIN = Path(sys.executable).parent
 ARTIFACTS = project_root() / "test-artifacts" / "ui"
 
@@ -369,7 +370,7 @@ def test_the_runs_succeeded_and_each_table_shows_its_true_row_count(ui, asset_no
         assert rows > 0, table
         assert latest_int_metadata(node, "dagster/row_count") == rows, f"warehouse/{table}: row count in the UI"
     report = asset_nodes[("analytics", "sales_report")]
-    assert [m["runId"] for m in report["assetMaterializations"]] == [runs_of(ui, VALIDATION_JOB)[0]["runId"]]
+    assert [m["runId"] for m in report["assetMaterializations"]] == [runs_of(ui, REPORT_JOB)[0]["runId"]]
     for table in TABLE_NAMES:
         node = asset_nodes[("lake", "ingestion", table)]
         assert latest_int_metadata(node, "rows_archived") == count_rows(ui.totesys_url, table), f"ingestion/{table}"

@@ -103,26 +103,28 @@ def _referential_integrity_check(fact: str) -> dg.AssetChecksDefinition:
     return _check
 
 
-def _reconciliation_check(dim: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=warehouse_key(dim),
-        name="row_count_matches_lake",
-        additional_deps=[ingestion_key(DIMENSION_SOURCES[dim][0])],
+@dg.multi_asset_check(
+    specs=[dg.AssetCheckSpec(
+        name="row_count_matches_lake", asset=warehouse_key(dim), additional_deps=[ingestion_key(source)],
         description="The dimension holds exactly one row per distinct source key archived in the lake.",
-    )
-    def _check(lake: LakeResource, warehouse: WarehouseDatabase) -> dg.AssetCheckResult:
-        with warehouse.connect() as conn:
-            lake_keys, rows = dimension_reconciliation(conn, lake.ingestion(), dim)
-        return dg.AssetCheckResult(
-            passed=lake_keys == rows, metadata={"lake_distinct_keys": lake_keys, "warehouse_rows": rows},
-        )
-
-    return _check
+    ) for dim, (source, *_) in DIMENSION_SOURCES.items()],
+    name="row_count_matches_lake",
+    can_subset=True,
+    description="Each dimension against the distinct source keys archived in the lake, in one step.",
+)
+def row_count_matches_lake(context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseDatabase):
+    with warehouse.connect() as conn:
+        for key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.path[-1]):
+            lake_keys, rows = dimension_reconciliation(conn, lake.ingestion(), key.asset_key.path[-1])
+            yield dg.AssetCheckResult(
+                asset_key=key.asset_key, check_name=key.name, passed=lake_keys == rows,
+                metadata={"lake_distinct_keys": lake_keys, "warehouse_rows": rows},
+            )
 
 
 FACT_HISTORY_CHECKS = [_fact_history_check(f) for f in FACTS]
 REFERENTIAL_CHECKS = [_referential_integrity_check(f) for f in FACTS]
-RECONCILIATION_CHECKS = [_reconciliation_check(d) for d in DIMENSION_SOURCES]
+RECONCILIATION_CHECKS = [row_count_matches_lake]
 SCHEMA_CHECKS = list(dg.build_column_schema_change_checks(
     assets=[ingestion_key(t) for t in TABLE_NAMES] + [warehouse_key(t) for t in TARGET_TABLES]
 ))

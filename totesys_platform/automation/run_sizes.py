@@ -16,7 +16,7 @@ RUN_SIZES: dict[str, tuple[int, int]] = {
     "tick": (512, 2048),
     # The first load of an empty lake and warehouse: every row of every table, once.
     "initial_load": (2048, 8192),
-    # Whole-history checks and the report (validate_and_report), lake compaction and vacuum.
+    # The validation checks (validate; the whole history daily), lake compaction and vacuum.
     "whole_history": (1024, 4096),
     # Reloading the whole warehouse from the lake (rebuild_warehouse).
     "rebuild": (2048, 8192),
