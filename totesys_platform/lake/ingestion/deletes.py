@@ -151,8 +151,9 @@ def tombstones(archive: LakeTable, snapshot: Snapshot, table: contract.SourceTab
     pk = table.primary_key
     held = set(snapshot.arrow_schema().names)
     wanted = [c for c in table.column_names if c in held]
-    rows = archive.read(snapshot, columns=[*wanted, BATCH_COLUMN], filters=[(pk, "in", ids.to_pylist())])
-    rows = rows.filter(pc.is_in(rows[pk].cast(pa.int64()), value_set=ids))
+    # File by file, column by column: a filtered Delta read would decode every column of each compacted file.
+    rows = archive.read_matching(snapshot, [*wanted, BATCH_COLUMN], pk,
+                                 lambda keys: pc.is_in(keys.cast(pa.int64()), value_set=ids.cast(pa.int64())))
     # The id's latest version, and of its captures the latest: the last row once sorted.
     rows = rows.sort_by([(pk, "ascending"), ("last_updated", "ascending"), (BATCH_COLUMN, "ascending")])
     ids_sorted = rows[pk].combine_chunks()
