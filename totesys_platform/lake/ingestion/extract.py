@@ -31,14 +31,14 @@ import pyarrow.compute as pc
 
 from totesys_platform.lake.delta import APPEND_ONLY, Commit, LakeZone, Snapshot
 from totesys_platform.lake.ingestion.copy_arrow import copy_query, csv_batches, rebatch
-from totesys_platform.lake.ingestion.late import SourceSnapshot, classify_late, report_late
+from totesys_platform.lake.ingestion.late import LATE_CHUNK_ROWS, LateClassifier, SourceSnapshot
 from totesys_platform.lake.ingestion import deletes
 from totesys_platform.lake.ingestion.snapshots import export_snapshot, snapshot_reader, source_snapshot
 from totesys_platform.lake.ingestion.source_schema import (
     LiveTable, SourceError, contract_tables, schema_error, validate_source_schema,
 )
 from totesys_platform.lake.ingestion.versions import (
-    ANOMALY_SAMPLE, BATCH_COLUMN, Deduplicator, OutOfOrderCaptures, TableState, from_ms, iso,
+    ANOMALY_SAMPLE, BATCH_COLUMN, MAX_REMEMBERED_VERSIONS, Deduplicator, OutOfOrderCaptures, TableState, from_ms, iso,
 )
 from totesys_platform.lake.writes import Spool, TableWrite, commit_write
 from totesys_platform.connections import driver_message as _driver_message
@@ -134,6 +134,8 @@ def _extract_table(
     say: Callable[[str], None],
     marker: str | None = None,
     max_deleted_share: float = deletes.DEFAULT_MAX_SHARE,
+    remember_limit: int = MAX_REMEMBERED_VERSIONS,
+    late_chunk_rows: int = LATE_CHUNK_ROWS,
 ) -> TableExtract:
     table = live.table
     where = f"{previous.table.uri} version {previous.version}"
@@ -143,7 +145,7 @@ def _extract_table(
     if state.watermark is not None:
         # Never below window_start: versions under it are no longer remembered and would be archived twice.
         read_from = max(state.watermark - lookback_ms, state.window_start)
-    dedup = Deduplicator(table, state, lookback_ms, read_from)
+    dedup = Deduplicator(table, state, lookback_ms, read_from, remember_limit)
     number = previous.txn_version + 1
     schema = archive_schema(table)
     preview = table.arrow_schema.empty_table()
@@ -153,14 +155,13 @@ def _extract_table(
     unseen, unseen_params = last_seen.unseen_rows() if last_seen is not None else (None, ())
     query = copy_query(table, read_from is not None, unseen)
     params = (from_ms(read_from), *unseen_params) if read_from is not None else None
-    late: list[pa.RecordBatch] = []
 
     def in_window(batches):
         for b in batches:
             if last_seen is not None:
                 behind = pc.less(b.column("last_updated").cast(pa.int64()), read_from)
                 if pc.any(behind).as_py():
-                    late.append(b.filter(behind))
+                    late.add(b.filter(behind))
                     b = b.filter(pc.invert(behind))
             yield dedup.filter(b)
 
@@ -171,17 +172,18 @@ def _extract_table(
             spool = Spool(schema)
         spool.write(_with_batch_columns(batch, schema, number, batch_ts, deleted))
 
-    late_rows = None
+    def archive_rows(rows: pa.Table) -> None:
+        for batch in rows.to_batches(batch_rows):
+            archive(batch)
+
+    # Rows behind the window (transactions the last batch's snapshot could not see), looked up chunk by chunk.
+    late = LateClassifier(previous.table, previous, table, archive_rows, late_chunk_rows)
     gone = pa.array([], pa.int64())
     try:
         with conn.cursor() as cur, cur.copy(query, params) as copy:
             for batch in rebatch(in_window(csv_batches(copy, table)), batch_rows, table.arrow_schema):
                 archive(batch)
-        if late:
-            late_rows = classify_late(pa.Table.from_batches(late, table.arrow_schema), previous.table, previous,
-                                      table)
-            for batch in late_rows.new.to_batches(batch_rows):
-                archive(batch)
+        late.flush()
         if previous.exists and deletes.should_look(previous.state, marker):
             found = deletes.find_deletes(conn, table, previous.table, previous)
             found.refuse_mass(table, max_deleted_share)
@@ -200,9 +202,8 @@ def _extract_table(
         raise
 
     out_of_order = dedup.out_of_order()
-    if late_rows is not None:
-        report_late(table, late_rows, say)
-        out_of_order = out_of_order + late_rows.out_of_order()
+    late.report(say)
+    out_of_order = out_of_order + late.out_of_order()
     if out_of_order:
         say(f"WARNING {out_of_order.describe(table)}")
     if len(gone):
@@ -259,7 +260,7 @@ def _extract_table(
         total_rows=before + spool.rows,
         added_columns=live.added,
         out_of_order=out_of_order,
-        late_rows=late_rows.new.num_rows if late_rows is not None else 0,
+        late_rows=late.archived,
         snapshot=snapshot,
         tombstones=len(gone),
     )
@@ -278,6 +279,8 @@ def prepare_extraction(
     statement_timeout: timedelta = timedelta(minutes=30),
     connections: int = 2,
     max_deleted_share: float = deletes.DEFAULT_MAX_SHARE,
+    remember_limit: int = MAX_REMEMBERED_VERSIONS,
+    late_chunk_rows: int = LATE_CHUNK_ROWS,
 ) -> Extraction:
     """Prepare the next batch of every table in `tables` from one snapshot of the source: its new versions
     (spooled) and its next state, as a `TableWrite` each. Nothing is committed here: the lake IO manager (or
@@ -313,7 +316,7 @@ def prepare_extraction(
             return _extract_table(
                 conn, live, previous[live.name], lookback=lookback, batch_ts=batch_ts, batch_rows=batch_rows,
                 source_url=source_url, snapshot=snapshot, say=say, marker=markers.get(live.name),
-                max_deleted_share=max_deleted_share,
+                max_deleted_share=max_deleted_share, remember_limit=remember_limit, late_chunk_rows=late_chunk_rows,
             )
 
     run = Extraction({}, {})

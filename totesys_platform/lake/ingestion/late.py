@@ -30,6 +30,9 @@ from totesys_platform.lake.ingestion.versions import BATCH_COLUMN, OutOfOrderCap
 from totesys_platform.source import contract
 
 XID_MODULUS = 2**32  # a row's xmin is a 32-bit xid; a snapshot lists 64-bit ones (epoch and xid)
+# Late rows are looked up in the archive this many at a time, as they are read: a mass change behind the window
+# (every row of a table updated without moving last_updated) costs the memory of one chunk, not of the table.
+LATE_CHUNK_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,9 @@ def classify_late(late: pa.Table, archive: LakeTable, snapshot: Snapshot, table:
     pk, columns = table.primary_key, list(contract.SOURCE_TABLES[table.name].column_names)
     ids = pc.unique(late[pk])
     buried = DELETED_AT_COLUMN in snapshot.arrow_schema().names
-    archived = archive.read(snapshot, columns=[*columns, BATCH_COLUMN, *([DELETED_AT_COLUMN] if buried else [])],
-                            filters=[(pk, "in", ids.to_pylist())])
-    archived = archived.filter(pc.is_in(archived[pk], value_set=ids))
+    # File by file, column by column: a filtered Delta read would decode every column of each compacted file.
+    archived = archive.read_matching(snapshot, [*columns, BATCH_COLUMN, *([DELETED_AT_COLUMN] if buried else [])],
+                                     pk, lambda keys: pc.is_in(keys, value_set=ids))
     # In capture order, so that of a version captured more than once the latest capture is the one compared.
     archived = archived.sort_by(BATCH_COLUMN)
     if buried:
@@ -128,10 +131,50 @@ def classify_late(late: pa.Table, archive: LakeTable, snapshot: Snapshot, table:
     return result
 
 
-def report_late(table: contract.SourceTable, late: LateRows, say: Callable[[str], None]) -> None:
-    if late.new.num_rows:
-        say(f"{table.name}: {late.new.num_rows} version(s) committed late (behind the look-back window, by "
-            "transactions open at the last batch's snapshot) are archived now")
+class LateClassifier:
+    """Late rows as they are read: every `chunk_rows` of them are classified (`classify_late`) and the ones to
+    archive handed to `archive`; counts and out-of-order captures add up over the chunks. Each chunk is compared
+    with the archive as of the last batch, as one big table would be, so the chunking changes nothing else."""
+
+    def __init__(self, archive: LakeTable, snapshot: Snapshot, table: contract.SourceTable,
+                 keep: Callable[[pa.Table], None], chunk_rows: int = LATE_CHUNK_ROWS):
+        self.archive, self.snapshot, self.table, self.keep, self.chunk_rows = archive, snapshot, table, keep, chunk_rows
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+        self.archived = 0  # late rows archived (new versions, and new captures out of order)
+        self.rewritten = 0
+        self.changed_in_place: list[tuple[int, int]] = []
+        self.moved_back: list[tuple[int, int, int]] = []
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        while batch.num_rows:
+            room = self.chunk_rows - self.pending_rows
+            self.pending.append(batch.slice(0, room))
+            self.pending_rows += self.pending[-1].num_rows
+            batch = batch.slice(room)
+            if self.pending_rows >= self.chunk_rows:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        late = classify_late(pa.Table.from_batches(self.pending, self.table.arrow_schema), self.archive,
+                             self.snapshot, self.table)
+        self.pending, self.pending_rows = [], 0
+        self.archived += late.new.num_rows
+        self.rewritten += late.rewritten
+        self.changed_in_place += late.changed_in_place
+        self.moved_back += late.moved_back
+        if late.new.num_rows:
+            self.keep(late.new)
+
+    def out_of_order(self) -> OutOfOrderCaptures:
+        return OutOfOrderCaptures(tuple(self.changed_in_place), tuple(self.moved_back))
+
+    def report(self, say: Callable[[str], None]) -> None:
+        if self.archived:
+            say(f"{self.table.name}: {self.archived} version(s) committed late (behind the look-back window, by "
+                "transactions open at the last batch's snapshot) are archived now")
 
 
-__all__ = ["LateRows", "SourceSnapshot", "classify_late", "report_late"]
+__all__ = ["LATE_CHUNK_ROWS", "LateClassifier", "LateRows", "SourceSnapshot", "classify_late"]

@@ -23,6 +23,10 @@ BATCH_COLUMN = "_batch"
 STATE_FORMAT = 2  # 2 adds a content fingerprint to each remembered version (format 1 states still load)
 # Anomalies named in an error message; the rest are counted.
 ANOMALY_SAMPLE = 10
+# A run remembers at most this many versions of the look-back window (with their fingerprints, in memory and in
+# the commit's state). A mass update (every row of a big table in one transaction) puts more in the window; then
+# the run remembers none and the next window starts after its watermark (see Deduplicator.next_state).
+MAX_REMEMBERED_VERSIONS = 100_000
 _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
 
@@ -132,7 +136,8 @@ class Deduplicator:
     none on a first run); the rest is Arrow compute over each batch.
     """
 
-    def __init__(self, table: contract.SourceTable, state: TableState, lookback_ms: int, read_from_ms: int | None):
+    def __init__(self, table: contract.SourceTable, state: TableState, lookback_ms: int, read_from_ms: int | None,
+                 remember_limit: int = MAX_REMEMBERED_VERSIONS):
         self.pk_index = table.column_names.index(table.primary_key)
         self.lu_index = table.column_names.index("last_updated")
         self.seen = state.versions or set()
@@ -151,6 +156,8 @@ class Deduplicator:
         # versions and fingerprints are taken in next_state, once the final watermark is known.
         self.window: list[pa.RecordBatch] = []
         self.window_rows = 0
+        self.remember_limit = remember_limit
+        self.overflowed = False  # more versions in the window than remember_limit: none are remembered
         self.changed_in_place: list[tuple[int, int]] = []  # same (id, last_updated), other content: archived
         self.moved_back: list[tuple[int, int, int]] = []  # (id, last_updated read, later version archived)
         self.rows = 0
@@ -202,6 +209,8 @@ class Deduplicator:
         return changed
 
     def _remember(self, batch: pa.RecordBatch, last_updated: pa.Array) -> None:
+        if self.overflowed:
+            return
         # The final watermark is >= max_ms, so rows below max_ms - lookback will be forgotten anyway.
         floor = self.max_ms - self.lookback_ms
         near = pc.greater_equal(last_updated, floor)
@@ -217,6 +226,8 @@ class Deduplicator:
                 b.column(self.lu_index).cast(pa.int64()), floor))).num_rows]
             self.window_rows = sum(b.num_rows for b in self.window)
             self._prune_at = max(10_000, 2 * self.window_rows)
+        if self.window_rows > self.remember_limit:
+            self.overflowed, self.window, self.window_rows = True, [], 0
 
     def out_of_order(self) -> OutOfOrderCaptures:
         return OutOfOrderCaptures(tuple(self.changed_in_place), tuple(self.moved_back))
@@ -227,6 +238,12 @@ class Deduplicator:
         return sorted((pk, ms) for pk, ms in self.latest_seen.items() if pk not in self.read_again)
 
     def next_state(self, read_from_ms: int | None) -> TableState:
+        if self.overflowed:
+            # Nothing remembered, so the window must hold no archived version: it starts just after the
+            # watermark, and widens again as new data moves the watermark on. A version of this window that
+            # changes later is read by its xmin (the rows written since this batch's snapshot) as a late row and
+            # looked up in the archive, in bounded chunks (late.py).
+            return TableState(self.max_ms, self.max_ms + 1, set(), {})
         window_start = self.max_ms - self.lookback_ms
         if read_from_ms is not None:
             window_start = max(window_start, read_from_ms)

@@ -1,0 +1,117 @@
+"""A mass update (every row of a table changed in one transaction): archived exactly once with bounded memory.
+
+Real PostgreSQL and a real lake folder. The limits are set small here so that a few dozen rows are a "mass"
+update; bench/mass_update.py measures the memory with a million rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from totesys_platform.lake.delta import LakeZone
+from totesys_platform.lake.ingestion import late as late_module
+from totesys_platform.lake.ingestion.late import classify_late
+from totesys_platform.lake.ingestion.versions import from_ms, to_ms
+from totesys_platform_tests.test_extract import (  # noqa: F401 - fixtures
+    T0, BATCH, _insert, _module_source, _run, archived, archived_versions, current_versions, local_lake, source_url,
+)
+
+T1 = T0 + timedelta(hours=1)  # the mass update's last_updated
+
+
+def _designs(conn, count: int, ts) -> list[int]:
+    return [_insert(conn, "design", {"design_name": f"d{i}", "file_location": "/usr", "file_name": f"{i}.json",
+                                     "created_at": ts, "last_updated": ts}) for i in range(count)]
+
+
+def _state(zone: LakeZone, table: str) -> dict:
+    return zone.table(table).snapshot().state
+
+
+def test_a_mass_update_beyond_the_remembered_limit_is_archived_once_and_later_changes_still_are(
+    source_url, local_lake
+):
+    """60 rows updated in one transaction, with room to remember 20: the batch archives each version once and
+    remembers none (its window starts after its watermark); the next run reads none of them again. Later, a row
+    of that update changed in place is captured, one rewritten unchanged is not, a new version and a row tied
+    at the watermark are archived, and a transaction open across the mass update's run is archived after it."""
+    limit = {"remember_limit": 20}
+    with psycopg.connect(source_url) as conn:
+        ids = _designs(conn, 60, T0)
+    assert _run(source_url, local_lake, ["design"], batch_ts=BATCH, **limit)["design"].rows == 60
+    with psycopg.connect(source_url) as conn:
+        conn.execute("UPDATE design SET file_location = '/mass', last_updated = %s", (T1,))
+    long_running = psycopg.connect(source_url)  # open across the mass update's run, committed after it
+    try:
+        late_id = _designs(long_running, 1, T1 - timedelta(minutes=1))[0]
+        mass = _run(source_url, local_lake, ["design"], batch_ts=BATCH + timedelta(minutes=1), **limit)["design"]
+        long_running.commit()
+    finally:
+        long_running.close()
+    assert mass.rows == 60
+    state = _state(local_lake, "design")
+    assert state["versions"] == [] and len(json.dumps(state)) < 2_000
+    assert to_ms(mass.watermark_to) == to_ms(T1)
+    assert state["window_start"] == from_ms(to_ms(T1) + 1).isoformat(timespec="milliseconds")
+
+    quiet = _run(source_url, local_lake, ["design"], batch_ts=BATCH + timedelta(minutes=2), **limit)["design"]
+    assert (quiet.rows, quiet.duplicates_skipped, quiet.late_rows) == (1, 0, 1)  # only the long transaction's row
+
+    in_place, rewritten, moved_on = ids[0], ids[1], ids[2]
+    with psycopg.connect(source_url) as conn:
+        conn.execute("UPDATE design SET file_name = 'edited.json' WHERE design_id = %s", (in_place,))
+        conn.execute("UPDATE design SET design_name = design_name WHERE design_id = %s", (rewritten,))
+        conn.execute("UPDATE design SET file_location = '/new', last_updated = %s WHERE design_id = %s",
+                     (T1 + timedelta(seconds=1), moved_on))
+        tied = _designs(conn, 1, T1)[0]
+    later = _run(source_url, local_lake, ["design"], batch_ts=BATCH + timedelta(minutes=3), **limit)["design"]
+    assert later.rows == 3
+    assert later.out_of_order.changed_in_place == ((in_place, to_ms(T1)),)
+    assert _run(source_url, local_lake, ["design"], batch_ts=BATCH + timedelta(minutes=4), **limit)["design"].rows == 0
+
+    captures = Counter(archived_versions(local_lake, "design"))
+    assert set(captures) >= current_versions(source_url, "design")
+    assert {key: n for key, n in captures.items() if n > 1} == {(in_place, T1): 2}
+    assert captures[(late_id, T1 - timedelta(minutes=1))] == 1 and captures[(tied, T1)] == 1
+    assert sum(captures.values()) == 60 + 60 + 1 + 3
+    latest = {r["design_id"]: r for r in archived(local_lake, "design").to_pylist()}  # capture order: last wins
+    assert latest[in_place]["file_name"] == "edited.json" and latest[moved_on]["file_location"] == "/new"
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 1_000])
+def test_a_mass_change_in_place_behind_the_window_is_looked_up_in_chunks_with_the_same_outcome(
+    source_url, local_lake, chunk_rows, monkeypatch
+):
+    """Every row changed without moving last_updated, far behind the window: the late rows are looked up in the
+    archive `chunk_rows` at a time; the outcome is the same whatever the chunk: the changed rows captured
+    once and reported, the ones rewritten unchanged skipped."""
+    with psycopg.connect(source_url) as conn:
+        ids = _designs(conn, 30, T0)
+        _designs(conn, 1, T0 + timedelta(hours=2))  # the watermark, far ahead of the 30
+    options = {"lookback": timedelta(seconds=1), "late_chunk_rows": chunk_rows}
+    _run(source_url, local_lake, ["design"], batch_ts=BATCH, **options)
+    with psycopg.connect(source_url) as conn:
+        conn.execute("UPDATE design SET file_location = '/edited' WHERE design_id %% 2 = 0 AND design_id <= %s",
+                     (ids[-1],))
+        conn.execute("UPDATE design SET design_name = design_name WHERE design_id %% 2 = 1 AND design_id <= %s",
+                     (ids[-1],))
+    looked_up: list[int] = []  # the size of each lookup in the archive
+
+    def classify(late, *args):
+        looked_up.append(late.num_rows)
+        return classify_late(late, *args)
+
+    monkeypatch.setattr(late_module, "classify_late", classify)
+    result = _run(source_url, local_lake, ["design"], batch_ts=BATCH + timedelta(hours=1), **options)["design"]
+    assert sum(looked_up) == 30 and max(looked_up) <= chunk_rows and len(looked_up) == -(-30 // chunk_rows)
+    edited = sorted(i for i in ids if i % 2 == 0)
+    assert (result.rows, result.late_rows) == (len(edited), len(edited))
+    assert sorted(result.out_of_order.changed_in_place) == [(i, to_ms(T0)) for i in edited]
+    assert _run(source_url, local_lake, ["design"], batch_ts=BATCH + timedelta(hours=2), **options)["design"].rows == 0
+    captures = Counter(archived_versions(local_lake, "design"))
+    assert {key for key, n in captures.items() if n == 2} == {(i, T0) for i in edited}
