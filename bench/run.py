@@ -643,8 +643,9 @@ def _preserved_notes(output: Path) -> str:
     return "_(No notes yet. Text written between the two notes markers is kept when the report is regenerated.)_"
 
 
-# Sections other benches generate (bench/lake_ticks.py, bench/deletes.py, bench/validation.py): kept as they are.
-KEPT_SECTIONS = ("lake-ticks", "deletes", "validation")
+# Sections other benches generate (bench/lake_ticks.py, bench/deletes.py, bench/validation.py, bench/mass_update.py):
+# kept as they are.
+KEPT_SECTIONS = ("lake-ticks", "deletes", "validation", "mass-update")
 
 
 def _kept_sections(output: Path) -> list[str]:
@@ -836,6 +837,7 @@ def render_report(options: Options, output: Path, machine: dict, records: list[R
     add(".venv/bin/python bench/lake_ticks.py --ticks 1000     # the lake over many ticks (its own section)")
     add(".venv/bin/python bench/deletes.py --scale 100         # the cost of detecting deletes (its own section)")
     add(".venv/bin/python bench/validation.py --scales 10 100  # the hourly validation job (its own section)")
+    add(".venv/bin/python bench/mass_update.py --scales 10 100  # extraction of a mass update (its own section)")
     add("```")
     add("")
     add("The freshness mode measures change-to-warehouse latency against a running stack: start it with "

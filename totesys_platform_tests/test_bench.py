@@ -318,3 +318,26 @@ def test_the_validation_bench_section_judges_the_hourly_run_and_survives_a_regen
     splice(report, section, START, END)
     (kept,) = _kept_sections(report)
     assert "## Hourly validation" in kept
+
+
+def test_the_mass_update_bench_section_lists_each_run_and_survives_a_regenerated_report(tmp_path):
+    from bench.lake_ticks import splice
+    from bench.mass_update import END, START, render
+    from bench.run import _kept_sections
+
+    def run(change: str, variant: str, rss: float, state: int) -> dict:
+        return {"change": change, "variant": variant, "rows": 1_585_000, "late_rows": 0, "wall_s": 12.5,
+                "peak_rss_mib": rss, "state_bytes": state, "remembered": 0}
+
+    result = {"when": "2026-12-04T04:00", "scales": [{"scale": 100, "table_rows": 1_585_000, "runs": [
+        run("mass update", "bounded", 300, 1024), run("mass update", "unbounded", 2900, 90 * 1024 * 1024)]}]}
+    section = render(result)
+    assert section.startswith(START) and section.endswith(END)
+    assert "| 100 | 1,585,000 | mass update | bounded | 1,585,000 | 12.5 | 300 | 1 |" in section
+    assert "| unbounded | 1,585,000 | 12.5 | 2900 | 92160 |" in section
+
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("# Benchmarks\n\n## Results\n\n## How to run\n\nmake bench\n")
+    splice(report, section, START, END)
+    (kept,) = _kept_sections(report)
+    assert "## Mass update" in kept
