@@ -36,7 +36,7 @@ from totesys_platform.lake.ingestion.reconcile import source_drift  # noqa: E402
 from totesys_platform.local.postgres import LocalPostgres, free_port, new_temp_root  # noqa: E402
 from totesys_platform.source.contract import TABLE_NAMES  # noqa: E402
 from totesys_platform.star_schema import FACTS  # noqa: E402
-from totesys_platform.automation.checks import VALIDATION_TAG  # noqa: E402
+from totesys_platform.defs.automation.checks import VALIDATION_TAG  # noqa: E402
 from totesys_platform.warehouse.history_check import check_fact_history  # noqa: E402
 from totesys_platform.warehouse.validation import (  # noqa: E402
     DIMENSION_SOURCES, check_references, dimension_reconciliation,

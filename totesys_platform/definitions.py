@@ -5,20 +5,20 @@ The graph reads left to right: totesys (observable sources) -> lake/ingestion ->
 
 import dagster as dg
 
-from totesys_platform.analytics.assets import sales_report
-from totesys_platform.automation.alerts import ALERT_SENSORS, AlertsResource
-from totesys_platform.automation.checks import ALL_CHECKS
-from totesys_platform.automation.maintenance import lake_maintenance_job, lake_maintenance_schedule
-from totesys_platform.automation.source_checks import SOURCE_CHECKS
-from totesys_platform.automation.jobs import (
+from totesys_platform.defs.analytics.assets import sales_report
+from totesys_platform.defs.automation.alerts import ALERT_SENSORS, AlertsResource
+from totesys_platform.defs.automation.checks import ALL_CHECKS
+from totesys_platform.defs.automation.maintenance import lake_maintenance_job, lake_maintenance_schedule
+from totesys_platform.defs.automation.source_checks import SOURCE_CHECKS
+from totesys_platform.defs.automation.jobs import (
     RUN_LOGGING, etl_schedule, first_validation_sensor, full_validation_schedule, rebuild_warehouse_job,
     refresh_sales_report, report_schedule, totesys_etl, totesys_new_data_sensor, validate, validation_schedule,
 )
-from totesys_platform.lake.ingestion.assets import extract_totesys
-from totesys_platform.lake.processed.assets import PROCESSED_ASSETS
-from totesys_platform.resources import build_resources
-from totesys_platform.source.assets import observe_totesys
-from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS
+from totesys_platform.defs.ingestion.assets import extract_totesys
+from totesys_platform.defs.processed.assets import PROCESSED_ASSETS
+from totesys_platform.defs.resources import build_resources
+from totesys_platform.defs.source.assets import observe_totesys
+from totesys_platform.defs.warehouse.assets import WAREHOUSE_ASSETS
 
 defs = dg.Definitions(
     assets=[observe_totesys, extract_totesys, *PROCESSED_ASSETS, *WAREHOUSE_ASSETS, sales_report],

@@ -32,7 +32,7 @@ COMMAND_JOBS: dict[str, tuple[str, ...]] = {
     "rebuild": ("rebuild_warehouse",),
     "maintain": ("lake_maintenance",),
 }
-# `validate --full`: the tag the daily validate_in_full_daily schedule puts on its runs (automation/checks.py).
+# `validate --full`: the tag the daily validate_in_full_daily schedule puts on its runs (defs/automation/checks.py).
 FULL_VALIDATION_TAGS = {"totesys/validation": "full"}
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 GRAPHQL_TIMEOUT_SECONDS = 30

@@ -25,7 +25,7 @@ from totesys_platform.automation.alert_messages import (
     format_email,
     format_sns,
 )
-from totesys_platform.automation.alerts import ALERT_SENSORS, AlertsResource, alert_on_run_failure
+from totesys_platform.defs.automation.alerts import ALERT_SENSORS, AlertsResource, alert_on_run_failure
 from totesys_platform.local.postgres import free_port
 
 # The login fixture allows AUTH without TLS on loopback on purpose; aiosmtpd warns about it.

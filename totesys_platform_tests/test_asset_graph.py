@@ -51,3 +51,23 @@ def test_the_asset_graph_is_the_reviewed_one():
         "the Dagster graph changed; review the difference, then regenerate "
         f"{SNAPSHOT.relative_to(Path.cwd()) if SNAPSHOT.is_relative_to(Path.cwd()) else SNAPSHOT} "
         "with UPDATE_GRAPH_SNAPSHOT=1 (see this module's docstring)")
+
+
+def test_no_module_outside_defs_imports_dagster():
+    """All Dagster code lives in totesys_platform/defs (and definitions.py, which collects it): every other
+    module is plain Python, importable and testable without Dagster."""
+    import subprocess
+    import sys
+
+    probe = """
+import importlib, pkgutil, sys
+import totesys_platform
+plain = [m.name for m in pkgutil.walk_packages(totesys_platform.__path__, "totesys_platform.")
+         if not m.name.startswith(("totesys_platform.defs", "totesys_platform.definitions"))]
+for name in plain:
+    importlib.import_module(name)
+print(len(plain), sorted(m for m in sys.modules if m == "dagster" or m.startswith("dagster.")))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    count, loaded = out.split(" ", 1)
+    assert int(count) > 40 and loaded.strip() == "[]", f"a module outside defs/ imports Dagster: {loaded[:300]}"

@@ -10,13 +10,13 @@ import psycopg
 import pytest
 
 from totesys_platform.automation import change_detection as cd
-from totesys_platform.automation.jobs import (
+from totesys_platform.defs.automation.jobs import (
     downstream_of,
     etl_schedule,
     totesys_new_data_sensor,
 )
-from totesys_platform.automation.checks import VALIDATION_TAG
-from totesys_platform.resources import TotesysDatabase
+from totesys_platform.defs.automation.checks import VALIDATION_TAG
+from totesys_platform.defs.resources import TotesysDatabase
 from totesys_platform.local import simulator
 from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.star_schema import TARGET_TABLES
@@ -119,7 +119,7 @@ def test_sensor_and_schedule_runs_evaluate_only_the_ticks_checks(totesys_url, wa
     """Runs launched the way Dagster's daemon launches them (the job subset to the RunRequest's assets and
     checks, as the run worker does) evaluate the blocking references_resolve of the facts they load and none of
     the hourly whole-history, reconciliation, source or schema checks; so does a run of the schedule."""
-    from totesys_platform.automation.jobs import totesys_etl
+    from totesys_platform.defs.automation.jobs import totesys_etl
     from totesys_platform.definitions import defs
     from totesys_platform_tests.test_pipeline import resources
 
@@ -168,7 +168,7 @@ def test_sensor_and_schedule_runs_evaluate_only_the_ticks_checks(totesys_url, wa
 
 def test_the_first_load_is_followed_by_one_validation_run_and_one_report():
     """A new instance gets the report and the hourly checks right after its first load, once."""
-    from totesys_platform.automation.jobs import REPORT_KEY, first_validation
+    from totesys_platform.defs.automation.jobs import REPORT_KEY, first_validation
     from totesys_platform.definitions import defs
 
     sensor = defs.get_sensor_def("first_validation_after_the_first_load")
@@ -230,7 +230,7 @@ def test_the_tick_job_leaves_whole_history_checks_and_the_report_to_the_hourly_j
 
 
 def test_observing_totesys_reports_each_tables_row_count_and_latest_change(totesys_url):
-    from totesys_platform.source.assets import observe_tables
+    from totesys_platform.defs.source.assets import observe_tables
 
     _insert_currency(totesys_url)
     observed = observe_tables(totesys_url)

@@ -12,7 +12,7 @@ import psycopg
 import pyarrow.compute as pc
 
 from totesys_platform.lake.delta import LakeZone
-from totesys_platform.lake.ingestion.assets import VERSIONS_MOVE_FORWARD
+from totesys_platform.defs.ingestion.assets import VERSIONS_MOVE_FORWARD
 from totesys_platform.lake.ingestion.deletes import read_markers
 from totesys_platform.lake.ingestion.reconcile import source_drift
 from totesys_platform.lake.processed.runner import read_processed
@@ -161,7 +161,7 @@ def test_a_deleted_order_and_payment_leave_the_current_views_and_keep_their_hist
 def _pipeline_job_on_the_test_stack() -> dg.JobDefinition:
     """The pipeline job as Dagster's run worker builds it, its executor included, on the test's databases and lake
     (named by the environment: a run worker rebuilds the job by importing this function)."""
-    from totesys_platform.automation.jobs import totesys_etl
+    from totesys_platform.defs.automation.jobs import totesys_etl
     from totesys_platform.definitions import defs
 
     urls = [os.environ[f"TEST_STACK_{name}"] for name in ("TOTESYS", "WAREHOUSE", "INGESTION", "PROCESSED")]

@@ -264,10 +264,10 @@ def test_the_sensors_first_run_is_sized_as_the_initial_load_and_later_ones_as_ti
     import dagster as dg
 
     from totesys_platform.automation.change_detection import encode_cursor
-    from totesys_platform.automation.jobs import totesys_new_data_sensor
+    from totesys_platform.defs.automation.jobs import totesys_new_data_sensor
     from totesys_platform.automation.run_sizes import ecs_tags
     from totesys_platform.definitions import defs
-    from totesys_platform.resources import TotesysDatabase
+    from totesys_platform.defs.resources import TotesysDatabase
     from totesys_platform.source.contract import TABLE_NAMES
 
     def tick(cursor):

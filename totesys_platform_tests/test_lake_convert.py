@@ -91,7 +91,7 @@ def test_the_converted_lake_loads_the_warehouse_with_every_archived_version(sour
     import dagster as dg
     import psycopg
 
-    from totesys_platform.automation.checks import FACT_HISTORY_CHECKS, RECONCILIATION_CHECKS
+    from totesys_platform.defs.automation.checks import FACT_HISTORY_CHECKS, RECONCILIATION_CHECKS
     from totesys_platform_tests.test_pipeline import ASSETS, resources
 
     convert_ingestion_zone(LakeZone(old_lake.as_uri()))

@@ -12,11 +12,11 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from totesys_platform.automation.maintenance import lake_maintenance_job
+from totesys_platform.defs.automation.maintenance import lake_maintenance_job
 from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.maintenance import maintain_table
 from totesys_platform.lake.progress import META_KEY, progress_record
-from totesys_platform.resources import LakeResource
+from totesys_platform.defs.resources import LakeResource
 
 
 def rows(*ids: int) -> pa.Table:

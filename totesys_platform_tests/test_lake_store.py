@@ -249,7 +249,7 @@ def silent_endpoint():
 
 @pytest.mark.timeout(90)  # without the bound, botocore's and delta-rs's defaults would hold the calls for minutes
 def test_a_hung_s3_endpoint_fails_the_call_within_its_configured_bound(silent_endpoint, monkeypatch):
-    from totesys_platform.resources import LakeResource, build_resources
+    from totesys_platform.defs.resources import LakeResource, build_resources
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -116,7 +116,7 @@ def test_stack_env_ignores_urls_meant_for_other_systems(stack_env_vars):
 
 
 def test_the_children_of_make_run_link_alerts_to_the_ui_on_its_own_port(stack_env_vars):
-    from totesys_platform.automation.alerts import AlertsResource
+    from totesys_platform.defs.automation.alerts import AlertsResource
     from totesys_platform.local.launcher import child_environment
 
     stack = LocalStack.from_env(stack_env_vars)

@@ -16,13 +16,13 @@ from totesys_platform.automation.observability import (
     CloudWatchLogHandler,
     LogEvent,
     RedactingFilter,
-    configure_run_logging,
     fit_message,
     flush_cloudwatch_handlers,
     plan_batches,
     redact_text,
     secrets_from_env,
 )
+from totesys_platform.defs.automation.run_logging import configure_run_logging
 from totesys_platform.local.postgres import free_port
 
 REGION = "eu-west-2"

@@ -8,16 +8,16 @@ import dagster as dg
 import psycopg
 import pytest
 
-from totesys_platform.automation.checks import ALL_CHECKS
-from totesys_platform.lake.ingestion.assets import extract_totesys
+from totesys_platform.defs.automation.checks import ALL_CHECKS
+from totesys_platform.defs.ingestion.assets import extract_totesys
 from totesys_platform.lake.delta import LakeZone
-from totesys_platform.lake.io_manager import LakeIOManager
-from totesys_platform.lake.processed.assets import PROCESSED_ASSETS
-from totesys_platform.resources import LakeResource, TotesysDatabase, WarehouseDatabase
+from totesys_platform.defs.lake_io_manager import LakeIOManager
+from totesys_platform.defs.processed.assets import PROCESSED_ASSETS
+from totesys_platform.defs.resources import LakeResource, TotesysDatabase, WarehouseDatabase
 from totesys_platform.local import simulator
 from totesys_platform.star_schema import TARGET_TABLES
-from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS
-from totesys_platform.warehouse.io_manager import WarehouseIOManager
+from totesys_platform.defs.warehouse.assets import WAREHOUSE_ASSETS
+from totesys_platform.defs.warehouse.io_manager import WarehouseIOManager
 from totesys_platform.warehouse.rebuild import rebuild_warehouse
 
 ASSETS = [extract_totesys, *PROCESSED_ASSETS, *WAREHOUSE_ASSETS]
@@ -126,7 +126,7 @@ def test_pipeline_runs_against_s3_on_moto(seeded_totesys, warehouse_url, s3_buck
 
 
 def test_sales_report_publishes_a_chart_and_a_page_with_the_warehouse_figures(seeded_totesys, warehouse_url, lake_urls):
-    from totesys_platform.analytics.assets import sales_report
+    from totesys_platform.defs.analytics.assets import sales_report
 
     res = resources(seeded_totesys, warehouse_url, *lake_urls)
     run_pipeline(res, with_checks=False)

@@ -116,7 +116,7 @@ def test_an_unreadable_extraction_state_is_a_clear_error(archived):
 def test_the_check_warns_on_deletions_and_fails_on_changes_it_can_never_archive():
     import dagster as dg
 
-    from totesys_platform.automation.source_checks import drift_result
+    from totesys_platform.defs.automation.source_checks import drift_result
     from totesys_platform.lake.ingestion.reconcile import SourceDrift
 
     key = dg.AssetCheckKey(dg.AssetKey(["lake", "ingestion", "currency"]), "source_matches_lake")

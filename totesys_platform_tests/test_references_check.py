@@ -6,11 +6,11 @@ import dagster as dg
 import psycopg
 import pytest
 
-from totesys_platform.automation.checks import REFERENTIAL_CHECKS
-from totesys_platform.automation.checks import VALIDATION_TAG
-from totesys_platform.resources import WarehouseDatabase
-from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS
-from totesys_platform.warehouse.io_manager import WarehouseIOManager
+from totesys_platform.defs.automation.checks import REFERENTIAL_CHECKS
+from totesys_platform.defs.automation.checks import VALIDATION_TAG
+from totesys_platform.defs.resources import WarehouseDatabase
+from totesys_platform.defs.warehouse.assets import WAREHOUSE_ASSETS
+from totesys_platform.defs.warehouse.io_manager import WarehouseIOManager
 from totesys_platform.warehouse.rebuild import rebuild_warehouse
 from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.warehouse.loader import load_table

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 import pytest
 
-from totesys_platform.automation.source_checks import SOURCE_CHECKS
+from totesys_platform.defs.automation.source_checks import SOURCE_CHECKS
 from totesys_platform.lake.quarantine import quarantine_version
 from totesys_platform.local import simulator
 from totesys_platform.source.contract import TABLE_NAMES
@@ -169,7 +169,7 @@ def test_a_source_that_drifted_from_the_contract_stops_its_table_and_the_others_
 
 
 def test_a_column_added_to_the_source_is_archived_and_stops_nothing(stack):
-    from totesys_platform.automation.checks import SCHEMA_CHECKS
+    from totesys_platform.defs.automation.checks import SCHEMA_CHECKS
 
     instance = dg.DagsterInstance.ephemeral()  # one instance: the schema check compares with the run before
     dg.materialize([*ASSETS, *SCHEMA_CHECKS], resources=stack.resources(), instance=instance)

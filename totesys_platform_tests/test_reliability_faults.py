@@ -35,18 +35,18 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from totesys_platform.automation.checks import FACT_HISTORY_CHECKS, REFERENTIAL_CHECKS
-from totesys_platform.lake.ingestion.assets import extract_totesys
+from totesys_platform.defs.automation.checks import FACT_HISTORY_CHECKS, REFERENTIAL_CHECKS
+from totesys_platform.defs.ingestion.assets import extract_totesys
 from totesys_platform.lake.delta import LakeZone, Position
-from totesys_platform.lake.io_manager import LakeIOManager
-from totesys_platform.lake.processed.assets import PROCESSED_ASSETS
+from totesys_platform.defs.lake_io_manager import LakeIOManager
+from totesys_platform.defs.processed.assets import PROCESSED_ASSETS
 from totesys_platform.local.postgres import free_port
-from totesys_platform.resources import LakeResource, TotesysDatabase, WarehouseDatabase
+from totesys_platform.defs.resources import LakeResource, TotesysDatabase, WarehouseDatabase
 from totesys_platform.local import simulator
 from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.star_schema import TARGET_TABLES
-from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS, warehouse_key
-from totesys_platform.warehouse.io_manager import WarehouseIOManager
+from totesys_platform.defs.warehouse.assets import WAREHOUSE_ASSETS, warehouse_key
+from totesys_platform.defs.warehouse.io_manager import WarehouseIOManager
 
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER = REPO / ".venv" / "bin" / "dagster"
@@ -87,7 +87,7 @@ if _spec:
 
             setattr(_delta.LakeTable, _name, _wrap(getattr(_delta.LakeTable, _name)))
     elif _where == "warehouse_merge":
-        from totesys_platform.warehouse import io_manager as _io
+        from totesys_platform.defs.warehouse import io_manager as _io
 
         _set_load_state = _io.set_load_state
 

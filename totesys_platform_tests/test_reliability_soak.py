@@ -29,7 +29,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from totesys_platform.automation.checks import ALL_CHECKS
+from totesys_platform.defs.automation.checks import ALL_CHECKS
 from totesys_platform.local import simulator
 from totesys_platform.star_schema import DIMENSIONS
 from totesys_platform_tests.test_reliability_faults import ASSETS, Stack, warehouse_tables

@@ -28,16 +28,16 @@ from dagster._serdes import serialize_value
 from psycopg import sql
 
 from totesys_platform import secrets
-from totesys_platform.analytics.assets import sales_report
-from totesys_platform.automation.checks import ALL_CHECKS
-from totesys_platform.lake.ingestion.assets import extract_totesys
-from totesys_platform.lake.processed.assets import PROCESSED_ASSETS
+from totesys_platform.defs.analytics.assets import sales_report
+from totesys_platform.defs.automation.checks import ALL_CHECKS
+from totesys_platform.defs.ingestion.assets import extract_totesys
+from totesys_platform.defs.processed.assets import PROCESSED_ASSETS
 from totesys_platform.local.postgres import LocalPostgres, free_port, new_temp_root
-from totesys_platform.resources import WarehouseDatabase, build_resources
+from totesys_platform.defs.resources import WarehouseDatabase, build_resources
 from totesys_platform.local import simulator
 from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.star_schema import TARGET_TABLES
-from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS
+from totesys_platform.defs.warehouse.assets import WAREHOUSE_ASSETS
 from totesys_platform.warehouse.sessions import WarehouseConnectionError
 
 REPO = Path(__file__).resolve().parents[1]

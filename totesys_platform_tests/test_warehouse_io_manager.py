@@ -13,7 +13,7 @@ import pytest
 
 from totesys_platform.local.postgres import free_port
 from totesys_platform.star_schema import TARGET_TABLES
-from totesys_platform.warehouse.io_manager import WarehouseIOManager, column_schema
+from totesys_platform.defs.warehouse.io_manager import WarehouseIOManager, column_schema
 from totesys_platform.warehouse.loader import WarehouseBatch
 from totesys_platform.lake.delta import Position
 from totesys_platform.warehouse.schema import get_load_position
@@ -288,7 +288,7 @@ def test_a_load_cut_short_by_the_statement_timeout_names_it_and_the_session_hold
 
 
 def test_every_warehouse_session_has_the_configured_timeouts_and_bad_settings_are_refused(warehouse_url, monkeypatch):
-    from totesys_platform.resources import WarehouseDatabase
+    from totesys_platform.defs.resources import WarehouseDatabase
     from totesys_platform.warehouse.sessions import connect_warehouse
 
     monkeypatch.setenv("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "2.5")

@@ -14,10 +14,10 @@ import pytest
 
 from totesys_platform.lake.delta import LakeZone, Position
 from totesys_platform.lake.processed.runner import to_lake
-from totesys_platform.resources import LakeResource, WarehouseDatabase
+from totesys_platform.defs.resources import LakeResource, WarehouseDatabase
 from totesys_platform.star_schema import TARGET_TABLES
-from totesys_platform.warehouse.assets import WAREHOUSE_ASSETS, warehouse_key
-from totesys_platform.warehouse.io_manager import WarehouseIOManager
+from totesys_platform.defs.warehouse.assets import WAREHOUSE_ASSETS, warehouse_key
+from totesys_platform.defs.warehouse.io_manager import WarehouseIOManager
 from totesys_platform.warehouse.rebuild import rebuild_warehouse
 from totesys_platform.warehouse.schema import LATEST_VERSION, ensure_schema, get_load_position, set_load_state
 

@@ -1,8 +1,9 @@
 """Log shipping to Amazon CloudWatch Logs, and redaction of secrets from every log record.
 
-Plain parts (no Dagster): `redact_text`, `secrets_from_env`, `RedactingFilter`, `plan_batches`,
-`CloudWatchLogHandler`. Dagster wiring: the `cloudwatch_logger` logger definition and
-`configure_run_logging`, which adds it to the code location only when `CLOUDWATCH_LOG_GROUP` is set.
+Plain Python, no Dagster: `redact_text`, `secrets_from_env`, `RedactingFilter`, `plan_batches`,
+`CloudWatchLogHandler`. The Dagster wiring (the `cloudwatch_logger` logger definition and
+`configure_run_logging`, which adds it to the code location only when `CLOUDWATCH_LOG_GROUP` is set) is in
+`totesys_platform/defs/automation/run_logging.py`.
 
 | variable | meaning | default |
 |---|---|---|
@@ -25,10 +26,8 @@ import os
 import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import dagster as dg
 
 from totesys_platform.redaction import (  # noqa: F401 - re-exported: the log redaction lives there
     MIN_LITERAL_SECRET_LENGTH, REDACTED, redact_text, secrets_from_env,
@@ -394,7 +393,7 @@ _shared_handlers: dict[tuple[str, str, str | None, str | None], CloudWatchLogHan
 _shared_handlers_lock = threading.Lock()
 
 
-def _shared_cloudwatch_handler(
+def shared_cloudwatch_handler(
     log_group: str, log_stream: str, region: str | None, endpoint_url: str | None, flush_interval: float
 ) -> CloudWatchLogHandler:
     """One handler (and one flusher thread) per destination per process, however many runs it serves."""
@@ -426,70 +425,3 @@ def parse_log_level(level: str | int) -> int:
     if not isinstance(value, int):
         raise ValueError(f"unknown log level {level!r}: use DEBUG, INFO, WARNING, ERROR or CRITICAL")
     return value
-
-
-@dg.logger(
-    config_schema={
-        "log_group": dg.Field(str, description="CloudWatch Logs group (created if missing)."),
-        "log_stream": dg.Field(str, default_value=DEFAULT_LOG_STREAM, description="Stream in the group."),
-        "region": dg.Field(dg.Noneable(str), default_value=None, description="AWS region; None = boto3 default."),
-        "endpoint_url": dg.Field(dg.Noneable(str), default_value=None, description="AWS-compatible endpoint."),
-        "level": dg.Field(str, default_value=DEFAULT_LOG_LEVEL, description="Lowest level logged."),
-        "flush_interval_seconds": dg.Field(float, default_value=DEFAULT_FLUSH_INTERVAL_SECONDS),
-    },
-    description="Run logs to the console and to CloudWatch Logs, with secrets redacted from both.",
-)
-def cloudwatch_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
-    config = init_context.logger_config
-    level = parse_log_level(config["level"])
-    # An unregistered Logger (as Dagster's own console logger): no propagation to root, no reuse across runs.
-    run_logger = logging.getLoggerClass()("totesys_platform", level=level)
-    redaction = RedactingFilter()
-
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter(CONSOLE_FORMAT))
-    console.addFilter(redaction)
-    run_logger.addHandler(console)
-
-    shipper = _shared_cloudwatch_handler(
-        config["log_group"], config["log_stream"], config["region"], config["endpoint_url"],
-        config["flush_interval_seconds"],
-    )
-    run_logger.addHandler(shipper)
-    return run_logger
-
-
-@dataclass(frozen=True)
-class RunLogging:
-    """What a code location needs to ship run logs: logger definitions and the run config selecting them.
-
-    Dagster instantiates a Definitions-level logger only when the run config names it under
-    `loggers`, so jobs must carry `run_config` (e.g. `define_asset_job(..., config=run_config)`).
-    """
-
-    loggers: dict[str, dg.LoggerDefinition] = field(default_factory=dict)
-    run_config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.loggers)
-
-
-def configure_run_logging(env: Mapping[str, str] | None = None) -> RunLogging:
-    """The CloudWatch logger, configured from the environment; empty when CLOUDWATCH_LOG_GROUP is unset."""
-    env = os.environ if env is None else env
-    log_group = env.get("CLOUDWATCH_LOG_GROUP") or ""
-    if not log_group:
-        return RunLogging()
-    level = env.get("CLOUDWATCH_LOG_LEVEL") or DEFAULT_LOG_LEVEL
-    parse_log_level(level)  # fail at load time, naming the variable's value, not mid-run
-    configured = cloudwatch_logger.configured(
-        {
-            "log_group": log_group,
-            "log_stream": env.get("CLOUDWATCH_LOG_STREAM") or DEFAULT_LOG_STREAM,
-            "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
-            "endpoint_url": env.get("AWS_ENDPOINT_URL") or None,
-            "level": level,
-        }
-    )
-    return RunLogging(loggers={LOGGER_KEY: configured}, run_config={"loggers": {LOGGER_KEY: {}}})

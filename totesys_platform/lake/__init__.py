@@ -1,5 +1,6 @@
 """The data lake: Delta Lake tables in a folder or S3 prefix per zone (`delta`), what a stage hands to it
-(`writes`), and plain objects beside the tables (`store`). No Dagster here but `io_manager`."""
+(`writes`), and plain objects beside the tables (`store`). No Dagster here: the lake IO manager is in
+totesys_platform/defs/lake_io_manager.py."""
 
 import os
 

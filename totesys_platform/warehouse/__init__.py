@@ -1,6 +1,6 @@
 """The PostgreSQL warehouse: schema and migrations (`schema`), the COPY-based loader (`loader`, with its bulk-load
-levers in `bulk_levers`), reading tables back as Arrow (`reads`), and the
-Dagster IO manager (`io_manager`, imported on its own so the plain library needs no Dagster)."""
+levers in `bulk_levers`), reading tables back as Arrow (`reads`). No Dagster here: the Postgres IO manager is in
+totesys_platform/defs/warehouse/io_manager.py."""
 
 from totesys_platform.warehouse.loader import LoadStats, Mode, WarehouseBatch, WarehouseLoadError, load_table
 from totesys_platform.warehouse.reads import read_table, warehouse_arrow_schema

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from totesys_platform.analytics.report import query_figures, render_chart, render_html, render_markdown
-from totesys_platform.resources import LakeResource, WarehouseDatabase
-from totesys_platform.warehouse.assets import warehouse_key
+from totesys_platform.defs.resources import LakeResource, WarehouseDatabase
+from totesys_platform.defs.warehouse.assets import warehouse_key
 
 REPORT_TABLES = ("fact_sales_order", "fact_payment", "dim_currency", "dim_design", "dim_counterparty", "dim_payment_type")
 

@@ -4,7 +4,7 @@ import dagster as dg
 from psycopg import sql
 
 from totesys_platform.connections import connect
-from totesys_platform.resources import CONNECT_TIMEOUT_S, TotesysDatabase
+from totesys_platform.defs.resources import CONNECT_TIMEOUT_S, TotesysDatabase
 from totesys_platform.source.contract import SOURCE_TABLES, TABLE_NAMES
 
 GROUP = "totesys"

@@ -9,9 +9,9 @@ from pydantic import Field
 from totesys_platform.lake.ingestion.deletes import DEFAULT_MAX_SHARE, TOMBSTONES_TOTAL
 from totesys_platform.lake.ingestion.extract import RECAPTURED_TOTAL, TableExtract, archive_schema, prepare_extraction
 from totesys_platform.lake.ingestion.late import SourceSnapshot
-from totesys_platform.lake.metadata import column_schema, preview_markdown
-from totesys_platform.resources import LakeResource, TotesysDatabase
-from totesys_platform.source.assets import source_key
+from totesys_platform.defs.lake_metadata import column_schema, preview_markdown
+from totesys_platform.defs.resources import LakeResource, TotesysDatabase
+from totesys_platform.defs.source.assets import source_key
 from totesys_platform.source.contract import SOURCE_TABLES, TABLE_NAMES
 
 GROUP = "lake_ingestion"

@@ -3,13 +3,13 @@
 import dagster as dg
 from pydantic import Field
 
-from totesys_platform.automation.jobs import automation_enabled
+from totesys_platform.defs.automation.jobs import automation_enabled
 from totesys_platform.automation.run_sizes import ecs_tags
-from totesys_platform.lake.ingestion.assets import ingestion_key
+from totesys_platform.defs.ingestion.assets import ingestion_key
 from totesys_platform.lake.maintenance import DEFAULT_RETENTION_HOURS, maintain_table
-from totesys_platform.lake.processed.assets import processed_key
+from totesys_platform.defs.processed.assets import processed_key
 from totesys_platform.lake.quarantine import TABLE as QUARANTINE_TABLE
-from totesys_platform.resources import LakeResource
+from totesys_platform.defs.resources import LakeResource
 from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.star_schema import TARGET_TABLES
 

@@ -98,8 +98,8 @@ def _positive_env(name: str, default: float, kind: type = float) -> float:
 
 def build_resources() -> dict[str, object]:
     """Resources for the code location, from the environment (see settings.py for the variables)."""
-    from totesys_platform.lake.io_manager import LakeIOManager
-    from totesys_platform.warehouse.io_manager import WarehouseIOManager
+    from totesys_platform.defs.lake_io_manager import LakeIOManager
+    from totesys_platform.defs.warehouse.io_manager import WarehouseIOManager
 
     defaults = Settings.from_env({k: v for k, v in os.environ.items() if k in ("TOTESYS_LOCAL_DIR", "TOTESYS_LOCAL_PG_PORT")})
     warehouse_url = _env_or("WAREHOUSE_DB_URL", defaults.warehouse_db_url)

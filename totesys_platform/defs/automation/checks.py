@@ -3,11 +3,11 @@
 import dagster as dg
 from pydantic import Field
 
-from totesys_platform.lake.ingestion.assets import ingestion_key
-from totesys_platform.resources import LakeResource, WarehouseDatabase
+from totesys_platform.defs.ingestion.assets import ingestion_key
+from totesys_platform.defs.resources import LakeResource, WarehouseDatabase
 from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.star_schema import FACTS, TARGET_TABLES
-from totesys_platform.warehouse.assets import warehouse_key
+from totesys_platform.defs.warehouse.assets import warehouse_key
 from totesys_platform.warehouse.history_check import check_fact_history
 from totesys_platform.warehouse.validation import (
     DIMENSION_SOURCES, FACT_SOURCES, check_references, dimension_reconciliation,

@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from totesys_platform.lake.ingestion.assets import ingestion_key
-from totesys_platform.lake.metadata import column_schema
+from totesys_platform.defs.ingestion.assets import ingestion_key
+from totesys_platform.defs.lake_metadata import column_schema
 from totesys_platform.lake.processed.runner import lake_schema, process_table
 from totesys_platform.lake.processed.transforms import COLUMN_LINEAGE, PROCESSED_SPECS
-from totesys_platform.resources import LakeResource
+from totesys_platform.defs.resources import LakeResource
 from totesys_platform.star_schema import TARGET_TABLES
 
 GROUP = "lake_processed"

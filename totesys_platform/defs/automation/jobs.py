@@ -8,15 +8,15 @@ import dagster as dg
 from totesys_platform.automation.change_detection import (
     changed_tables, decode_cursor, encode_cursor, read_change_counters,
 )
-from totesys_platform.automation.checks import (
+from totesys_platform.defs.automation.checks import (
     FACT_HISTORY_CHECKS, RECONCILIATION_CHECKS, REFERENTIAL_CHECKS, SCHEMA_CHECKS, VALIDATION_TAG,
 )
-from totesys_platform.automation.observability import configure_run_logging
+from totesys_platform.defs.automation.run_logging import configure_run_logging
 from totesys_platform.automation.run_sizes import ecs_tags
-from totesys_platform.automation.source_checks import SOURCE_CHECKS
-from totesys_platform.lake.ingestion.assets import capture_check_key, ingestion_key
-from totesys_platform.resources import LakeResource, TotesysDatabase, WarehouseDatabase
-from totesys_platform.source.assets import source_key
+from totesys_platform.defs.automation.source_checks import SOURCE_CHECKS
+from totesys_platform.defs.ingestion.assets import capture_check_key, ingestion_key
+from totesys_platform.defs.resources import LakeResource, TotesysDatabase, WarehouseDatabase
+from totesys_platform.defs.source.assets import source_key
 from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.warehouse.rebuild import rebuild_warehouse
 

@@ -5,10 +5,10 @@ import time
 import dagster as dg
 from pydantic import Field
 
-from totesys_platform.automation.checks import whole_history
-from totesys_platform.lake.ingestion.assets import ingestion_key
+from totesys_platform.defs.automation.checks import whole_history
+from totesys_platform.defs.ingestion.assets import ingestion_key
 from totesys_platform.lake.ingestion.reconcile import SourceDrift, describe, source_drift
-from totesys_platform.resources import LakeResource, TotesysDatabase
+from totesys_platform.defs.resources import LakeResource, TotesysDatabase
 from totesys_platform.source.contract import TABLE_NAMES
 
 # An hourly evaluation compares at most this many ids of a table: its time and memory stay those of a table

@@ -13,9 +13,9 @@ import dagster as dg
 import pyarrow as pa
 
 from totesys_platform.lake.delta import LakeZone
-from totesys_platform.lake.metadata import column_schema
+from totesys_platform.defs.lake_metadata import column_schema
 from totesys_platform.lake.writes import TableWrite, commit_write
-from totesys_platform.resources import LakeResource
+from totesys_platform.defs.resources import LakeResource
 
 ZONES = ("ingestion", "processed")
 

@@ -4,9 +4,9 @@ from datetime import timedelta
 
 import dagster as dg
 
-from totesys_platform.lake.processed.assets import processed_key
+from totesys_platform.defs.processed.assets import processed_key
 from totesys_platform.lake.processed.runner import read_processed_changes
-from totesys_platform.resources import LakeResource, WarehouseDatabase
+from totesys_platform.defs.resources import LakeResource, WarehouseDatabase
 from totesys_platform.star_schema import TARGET_TABLES
 from totesys_platform.warehouse.loader import WarehouseBatch
 from totesys_platform.warehouse.schema import ensure_schema_once, get_load_position

@@ -1,0 +1,1 @@
+"""Jobs, schedules, sensors, asset checks, lake maintenance, alerts and run logging."""

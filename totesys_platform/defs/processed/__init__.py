@@ -1,0 +1,1 @@
+"""The processed zone: one asset per star-schema table."""

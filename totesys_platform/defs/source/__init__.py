@@ -1,0 +1,1 @@
+"""The totesys source tables as observable source assets."""

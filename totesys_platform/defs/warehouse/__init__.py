@@ -1,0 +1,1 @@
+"""The warehouse: one asset per table, written by the Postgres IO manager."""
