@@ -20,9 +20,10 @@ from typing import Callable
 
 import requests
 
+from totesys_platform.settings import DEFAULT_UI_URL
+
 Progress = Callable[[str], None]
 
-DEFAULT_UI_URL = "http://127.0.0.1:3000"
 # The command names and the jobs each runs, in order (a failed run stops the sequence).
 COMMAND_JOBS: dict[str, tuple[str, ...]] = {
     "etl": ("totesys_etl",),
@@ -100,8 +101,8 @@ def resolve_ui_url(env: dict[str, str] | None = None) -> str:
     from totesys_platform import settings
 
     env = dict(os.environ if env is None else env)
-    if env.get("DAGSTER_UI_URL", "").strip():
-        return env["DAGSTER_UI_URL"].strip().rstrip("/")
+    if settings.is_set("DAGSTER_UI_URL", env):
+        return settings.setting("DAGSTER_UI_URL", env).rstrip("/")
     try:
         return ui_url_file(settings.local_dir(env)).read_text().strip().rstrip("/") or DEFAULT_UI_URL
     except OSError:

@@ -306,5 +306,5 @@ def test_every_warehouse_session_has_the_configured_timeouts_and_bad_settings_ar
                                 "current_setting('application_name')").fetchone() == (
                 "2500ms", "30min", "totesys_platform warehouse")
     monkeypatch.setenv("WAREHOUSE_STATEMENT_TIMEOUT_SECONDS", "soon")
-    with pytest.raises(ValueError, match="WAREHOUSE_STATEMENT_TIMEOUT_SECONDS='soon' is not a number of seconds"):
+    with pytest.raises(ValueError, match="WAREHOUSE_STATEMENT_TIMEOUT_SECONDS must be a positive number, got 'soon'"):
         connect_warehouse(warehouse_url)

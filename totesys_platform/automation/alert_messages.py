@@ -16,11 +16,11 @@ from email.utils import formatdate, getaddresses, make_msgid
 from typing import Any
 
 from totesys_platform.redaction import redact_text
+from totesys_platform.settings import DEFAULT_UI_URL, VARIABLES  # noqa: F401 - DEFAULT_UI_URL re-exported
 
 PRODUCT = "totesys-platform"
-DEFAULT_UI_URL = "http://127.0.0.1:3000"
-DEFAULT_EMAIL_FROM = "totesys-platform@localhost"
-DEFAULT_SMTP_PORT = 25
+DEFAULT_EMAIL_FROM = VARIABLES["ALERT_EMAIL_FROM"].default
+DEFAULT_SMTP_PORT = int(VARIABLES["SMTP_PORT"].default)
 
 # SNS: subject under 100 ASCII characters without line breaks; message at most 256 KiB.
 SNS_SUBJECT_MAX_CHARS = 99

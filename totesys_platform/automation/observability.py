@@ -5,13 +5,7 @@ Plain Python, no Dagster: `redact_text`, `secrets_from_env`, `RedactingFilter`, 
 `configure_run_logging`, which adds it to the code location only when `CLOUDWATCH_LOG_GROUP` is set) is in
 `totesys_platform/defs/automation/run_logging.py`.
 
-| variable | meaning | default |
-|---|---|---|
-| CLOUDWATCH_LOG_GROUP | CloudWatch Logs group that receives run logs; unset = no shipping | (unset) |
-| CLOUDWATCH_LOG_STREAM | stream inside the group | totesys-platform |
-| CLOUDWATCH_LOG_LEVEL | lowest level shipped (DEBUG, INFO, WARNING, ERROR); Dagster logs its run and step events at DEBUG | DEBUG |
-| AWS_REGION (or AWS_DEFAULT_REGION) | region of the log group | boto3's default |
-| AWS_ENDPOINT_URL | optional AWS-compatible endpoint (e.g. moto, LocalStack) | (AWS) |
+The variables (CLOUDWATCH_LOG_GROUP and the rest) are declared in settings.py (docs/configuration.md).
 
 Secrets removed from every record: passwords in URLs, `password=` / `secret=` key-values (libpq DSNs,
 query strings, dict reprs), AWS secret access keys, and the literal values of environment variables
@@ -22,7 +16,6 @@ environment variable (e.g. TOTESYS_DB_URL, WAREHOUSE_DB_URL).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +25,7 @@ from typing import Any
 from totesys_platform.redaction import (  # noqa: F401 - re-exported: the log redaction lives there
     MIN_LITERAL_SECRET_LENGTH, REDACTED, redact_text, secrets_from_env,
 )
+from totesys_platform.settings import VARIABLES, setting
 
 
 # A literal shorter than this would shred ordinary words out of every log line.
@@ -43,9 +37,9 @@ EVENT_OVERHEAD_BYTES = 26
 MAX_EVENT_BYTES = 262_144 - EVENT_OVERHEAD_BYTES
 MAX_BATCH_SPAN_MS = 24 * 60 * 60 * 1000
 
-DEFAULT_LOG_STREAM = "totesys-platform"
+DEFAULT_LOG_STREAM = VARIABLES["CLOUDWATCH_LOG_STREAM"].default
 # As Dagster's own console logger: its run and step events (RUN_SUCCESS, STEP_START...) are DEBUG.
-DEFAULT_LOG_LEVEL = "DEBUG"
+DEFAULT_LOG_LEVEL = VARIABLES["CLOUDWATCH_LOG_LEVEL"].default
 DEFAULT_FLUSH_INTERVAL_SECONDS = 5.0
 # Records kept while CloudWatch is unreachable; beyond this new records are dropped (and counted).
 MAX_PENDING_EVENTS = 50_000
@@ -168,10 +162,10 @@ class CloudWatchLogHandler(logging.Handler):
         client: Any = None,
     ) -> None:
         super().__init__(level)
-        self.log_group = log_group or os.environ.get("CLOUDWATCH_LOG_GROUP") or None
-        self.log_stream = log_stream or os.environ.get("CLOUDWATCH_LOG_STREAM") or DEFAULT_LOG_STREAM
-        self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-        self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+        self.log_group = log_group or setting("CLOUDWATCH_LOG_GROUP") or None
+        self.log_stream = log_stream or setting("CLOUDWATCH_LOG_STREAM")
+        self.region = region or setting("AWS_REGION") or setting("AWS_DEFAULT_REGION") or None
+        self.endpoint_url = endpoint_url or setting("AWS_ENDPOINT_URL") or None
         self.flush_interval = float(flush_interval)
         if self.flush_interval <= 0:
             raise ValueError(f"flush_interval must be positive seconds, got {flush_interval!r}")

@@ -9,7 +9,6 @@ A database URL may also be `aws-secretsmanager:<secret-id>`: the secret is read 
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -20,7 +19,7 @@ from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.store import S3Timeouts
 from totesys_platform.secrets import resolve_db_url
 from totesys_platform.redaction import redact_url
-from totesys_platform.settings import Settings
+from totesys_platform import settings
 
 CONNECT_TIMEOUT_S = 10
 
@@ -79,36 +78,24 @@ class LakeResource(dg.ConfigurableResource):
 
 
 def _env_or(name: str, default: str) -> str | dg.EnvVar:
-    return dg.EnvVar(name) if os.environ.get(name) else default
-
-
-def _positive_env(name: str, default: float, kind: type = float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        noun = "whole number" if kind is int else "number"
-        raise ValueError(f"{name} must be a positive {noun}, got {raw!r}; fix or unset it (default {default})")
-    return value
+    return dg.EnvVar(name) if settings.is_set(name) else default
 
 
 def build_resources() -> dict[str, object]:
-    """Resources for the code location, from the environment (see settings.py for the variables)."""
+    """Resources for the code location, from the environment (settings.py declares the variables)."""
     from totesys_platform.defs.lake_io_manager import LakeIOManager
     from totesys_platform.defs.warehouse.io_manager import WarehouseIOManager
 
-    defaults = Settings.from_env({k: v for k, v in os.environ.items() if k in ("TOTESYS_LOCAL_DIR", "TOTESYS_LOCAL_PG_PORT")})
+    # The local stack's URLs, for the variables that are unset (those that are set become EnvVars).
+    local = ("TOTESYS_LOCAL_DIR", "TOTESYS_LOCAL_PG_PORT")
+    defaults = settings.Settings.from_env({name: settings.setting(name) for name in local if settings.is_set(name)})
     warehouse_url = _env_or("WAREHOUSE_DB_URL", defaults.warehouse_db_url)
     lake = LakeResource(
         ingestion_url=_env_or("LAKE_INGESTION_URL", defaults.lake_ingestion_url),
         processed_url=_env_or("LAKE_PROCESSED_URL", defaults.lake_processed_url),
         aws_endpoint_url=_env_or("AWS_ENDPOINT_URL", ""),
-        s3_read_timeout_seconds=_positive_env("LAKE_S3_READ_TIMEOUT_SECONDS", S3Timeouts.read_seconds),
-        s3_max_attempts=int(_positive_env("LAKE_S3_MAX_ATTEMPTS", S3Timeouts.max_attempts, int)),
+        s3_read_timeout_seconds=settings.positive_number("LAKE_S3_READ_TIMEOUT_SECONDS"),
+        s3_max_attempts=int(settings.positive_number("LAKE_S3_MAX_ATTEMPTS", kind=int)),
     )
     return {
         "totesys": TotesysDatabase(db_url=_env_or("TOTESYS_DB_URL", defaults.totesys_db_url)),

@@ -8,17 +8,16 @@ transaction rolls back) and says which sessions held it up; the next run catches
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import psycopg
 
 from totesys_platform.connections import APPLICATION, connect
+from totesys_platform.settings import positive_number
 
+# Defaults (settings.py): a minute of waiting for an analyst's lock; half an hour for one statement (an initial
+# load at scale 100 takes about a minute in all).
 LOCK_TIMEOUT_ENV, STATEMENT_TIMEOUT_ENV = "WAREHOUSE_LOCK_TIMEOUT_SECONDS", "WAREHOUSE_STATEMENT_TIMEOUT_SECONDS"
-# A minute of waiting for an analyst's lock; half an hour for one statement (an initial load at scale 100
-# takes about a minute in all).
-DEFAULTS = {LOCK_TIMEOUT_ENV: 60.0, STATEMENT_TIMEOUT_ENV: 1800.0}
 APPLICATION_NAME = f"{APPLICATION} warehouse"
 
 
@@ -36,18 +35,7 @@ class WarehouseStatementTimeout(RuntimeError):
 
 def session_timeouts(env: Mapping[str, str] | None = None) -> dict[str, float]:
     """The lock and statement timeouts (seconds) from the environment; ValueError naming a bad setting."""
-    env = os.environ if env is None else env
-    values = {}
-    for name, default in DEFAULTS.items():
-        text = env.get(name, "").strip()
-        try:
-            value = float(text) if text else default
-        except ValueError:
-            raise ValueError(f"{name}={text!r} is not a number of seconds") from None
-        if not value > 0:
-            raise ValueError(f"{name} must be a positive number of seconds, got {text!r}")
-        values[name] = value
-    return values
+    return {name: positive_number(name, env) for name in (LOCK_TIMEOUT_ENV, STATEMENT_TIMEOUT_ENV)}
 
 
 def connect_warehouse(url: str, connect_timeout_s: int = 10) -> psycopg.Connection:

@@ -7,17 +7,8 @@ this module is the Dagster wiring: `AlertsResource` (bind it under the resource 
 Every variable is optional; a channel is active only when configured (e-mail: ALERT_EMAIL_TO;
 SNS: ALERT_SNS_TOPIC_ARN). With no channel configured the sensor logs a warning and sends nothing.
 
-| variable | meaning | default |
-|---|---|---|
-| ALERT_EMAIL_TO | comma-separated recipients, e.g. `ops@example.com, Data Team <data@example.com>` | (e-mail off) |
-| ALERT_EMAIL_FROM | sender address | totesys-platform@localhost |
-| SMTP_HOST | SMTP server (required when ALERT_EMAIL_TO is set) | |
-| SMTP_PORT | SMTP port | 25 |
-| SMTP_USERNAME / SMTP_PASSWORD | log in when SMTP_USERNAME is set | (no login) |
-| SMTP_STARTTLS | auto: STARTTLS whenever the server offers it, and no login without it; true: always; false: never (a trusted relay) | auto |
-| ALERT_SNS_TOPIC_ARN | SNS topic, `arn:aws:sns:<region>:<account>:<name>` (region taken from it) | (SNS off) |
-| AWS_ENDPOINT_URL | optional AWS-compatible endpoint (moto, LocalStack) | (AWS) |
-| DAGSTER_UI_URL | base of run links, `<ui>/runs/<run_id>` | http://127.0.0.1:3000 |
+The variables (ALERT_EMAIL_TO, SMTP_*, ALERT_SNS_TOPIC_ARN...) are declared in settings.py
+(docs/configuration.md).
 
 A run whose BLOCKING asset check fails with ERROR severity fails (Dagster 1.13 raises
 DagsterAssetCheckFailedError in the step that yielded the check), so `alert_on_run_failure` covers
@@ -53,18 +44,13 @@ from totesys_platform.automation.alert_messages import (
     run_url,
 )
 from totesys_platform.redaction import secrets_from_env
+from totesys_platform.settings import setting
 
+# Each field and its variable (declared, with its default, in settings.py).
 _ENV_FIELDS = {
-    "email_to": ("ALERT_EMAIL_TO", ""),
-    "email_from": ("ALERT_EMAIL_FROM", DEFAULT_EMAIL_FROM),
-    "smtp_host": ("SMTP_HOST", ""),
-    "smtp_port": ("SMTP_PORT", str(DEFAULT_SMTP_PORT)),
-    "smtp_username": ("SMTP_USERNAME", ""),
-    "smtp_password": ("SMTP_PASSWORD", ""),
-    "smtp_starttls": ("SMTP_STARTTLS", "auto"),
-    "sns_topic_arn": ("ALERT_SNS_TOPIC_ARN", ""),
-    "aws_endpoint_url": ("AWS_ENDPOINT_URL", ""),
-    "ui_url": ("DAGSTER_UI_URL", DEFAULT_UI_URL),
+    "email_to": "ALERT_EMAIL_TO", "email_from": "ALERT_EMAIL_FROM", "smtp_host": "SMTP_HOST", "smtp_port": "SMTP_PORT",
+    "smtp_username": "SMTP_USERNAME", "smtp_password": "SMTP_PASSWORD", "smtp_starttls": "SMTP_STARTTLS",
+    "sns_topic_arn": "ALERT_SNS_TOPIC_ARN", "aws_endpoint_url": "AWS_ENDPOINT_URL", "ui_url": "DAGSTER_UI_URL",
 }
 
 
@@ -91,8 +77,8 @@ class AlertsResource(dg.ConfigurableResource):
         """
         source = os.environ if env is None else env
         values: dict[str, object] = {}
-        for attribute, (variable, default) in _ENV_FIELDS.items():
-            value = source.get(variable) or default
+        for attribute, variable in _ENV_FIELDS.items():
+            value = setting(variable, source) or (DEFAULT_UI_URL if attribute == "ui_url" else "")
             if attribute == "smtp_password" and env is None and value:
                 values[attribute] = dg.EnvVar(variable)
             else:

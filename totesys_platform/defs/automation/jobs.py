@@ -1,7 +1,6 @@
 """Jobs, the schedule and the new-data sensor that keep the warehouse fresh."""
 
 import hashlib
-import os
 
 import dagster as dg
 
@@ -17,6 +16,7 @@ from totesys_platform.defs.automation.source_checks import SOURCE_CHECKS
 from totesys_platform.defs.ingestion.assets import capture_check_key, ingestion_key
 from totesys_platform.defs.resources import LakeResource, TotesysDatabase, WarehouseDatabase
 from totesys_platform.defs.source.assets import source_key
+from totesys_platform.settings import flag
 from totesys_platform.source.contract import TABLE_NAMES
 from totesys_platform.warehouse.rebuild import rebuild_warehouse
 
@@ -29,7 +29,7 @@ ACTIVE_STATUSES = [
 
 def automation_enabled() -> bool:
     """Schedule and sensor run by default; TOTESYS_AUTOMATION=off turns them off (e.g. a staging copy)."""
-    return os.environ.get("TOTESYS_AUTOMATION", "on").strip().lower() not in ("off", "0", "false", "no")
+    return flag("TOTESYS_AUTOMATION")
 
 
 def _default_status():

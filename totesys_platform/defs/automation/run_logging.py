@@ -19,6 +19,7 @@ from totesys_platform.automation.observability import (
     CONSOLE_FORMAT, DEFAULT_FLUSH_INTERVAL_SECONDS, DEFAULT_LOG_LEVEL, DEFAULT_LOG_STREAM, LOGGER_KEY,
     RedactingFilter, parse_log_level, shared_cloudwatch_handler,
 )
+from totesys_platform.settings import setting
 
 
 @dg.logger(
@@ -71,17 +72,17 @@ class RunLogging:
 def configure_run_logging(env: Mapping[str, str] | None = None) -> RunLogging:
     """The CloudWatch logger, configured from the environment; empty when CLOUDWATCH_LOG_GROUP is unset."""
     env = os.environ if env is None else env
-    log_group = env.get("CLOUDWATCH_LOG_GROUP") or ""
+    log_group = setting("CLOUDWATCH_LOG_GROUP", env)
     if not log_group:
         return RunLogging()
-    level = env.get("CLOUDWATCH_LOG_LEVEL") or DEFAULT_LOG_LEVEL
+    level = setting("CLOUDWATCH_LOG_LEVEL", env)
     parse_log_level(level)  # fail at load time, naming the variable's value, not mid-run
     configured = cloudwatch_logger.configured(
         {
             "log_group": log_group,
-            "log_stream": env.get("CLOUDWATCH_LOG_STREAM") or DEFAULT_LOG_STREAM,
-            "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
-            "endpoint_url": env.get("AWS_ENDPOINT_URL") or None,
+            "log_stream": setting("CLOUDWATCH_LOG_STREAM", env),
+            "region": setting("AWS_REGION", env) or setting("AWS_DEFAULT_REGION", env) or None,
+            "endpoint_url": setting("AWS_ENDPOINT_URL", env) or None,
             "level": level,
         }
     )

@@ -1,0 +1,71 @@
+"""Every environment variable is declared once (settings.VARIABLES), read only through settings.py, documented by
+docs/configuration.md, which is that declaration rendered."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from totesys_platform import settings
+from totesys_platform.settings import VARIABLES, flag, positive_number, render_markdown, setting
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "totesys_platform"
+# A read of a named variable: os.environ.get("X"), env.get("X"), environ["X"], env["X"] (not an assignment).
+DIRECT_READ = re.compile(r"""(?:environ|env|source)(?:\.get\(\s*|\[)["']([A-Z][A-Z0-9_]+)["'](?!\]\s*=[^=])""")
+
+
+def test_the_configuration_page_is_the_declaration_rendered():
+    page = ROOT / "docs" / "configuration.md"
+    assert page.read_text() == render_markdown(), (
+        "docs/configuration.md differs from settings.VARIABLES: regenerate it with "
+        "`.venv/bin/python -m totesys_platform.settings > docs/configuration.md`")
+
+
+def test_no_module_but_settings_reads_a_variable_by_name():
+    reads = [f"{path.relative_to(ROOT)}: {name}" for path in PACKAGE.rglob("*.py") if path.name != "settings.py"
+             for name in DIRECT_READ.findall(path.read_text())]
+    assert reads == [], "read these through totesys_platform.settings (declared in VARIABLES)"
+    # (The pattern does find a direct read.)
+    assert DIRECT_READ.findall('x = os.environ.get("SMTP_HOST")') == ["SMTP_HOST"]
+    assert DIRECT_READ.findall('env["DAGSTER_HOME"] = home') == []
+
+
+def test_every_declared_variable_is_used_somewhere():
+    """No dead declaration: each name is read by the package (quoted; in settings.py, past the declarations) or by
+    a deployment's Dagster instance config."""
+    own = (PACKAGE / "settings.py").read_text()
+    texts = [p.read_text() for p in PACKAGE.rglob("*.py") if p.name != "settings.py"]
+    texts += [own[own.index("FALSE_WORDS"):], *(p.read_text() for p in (ROOT / "deploy").glob("*.yaml"))]
+    unused = [name for name in VARIABLES if not any(f'"{name}"' in text or f"env: {name}" in text for text in texts)]
+    assert unused == []
+
+
+def test_a_variable_that_is_not_declared_cannot_be_read():
+    with pytest.raises(KeyError, match="NOT_DECLARED is not declared in totesys_platform/settings.py"):
+        setting("NOT_DECLARED", {"NOT_DECLARED": "x"})
+
+
+def test_values_defaults_flags_and_positive_numbers():
+    assert setting("SMTP_PORT", {}) == "25" and setting("SMTP_PORT", {"SMTP_PORT": " 587 "}) == "587"
+    assert setting("SMTP_PORT", {"SMTP_PORT": ""}) == "25"  # empty means unset
+    assert flag("TOTESYS_AUTOMATION", {}) and not flag("TOTESYS_AUTOMATION", {"TOTESYS_AUTOMATION": "Off"})
+    assert positive_number("LAKE_S3_MAX_ATTEMPTS", {"LAKE_S3_MAX_ATTEMPTS": "4"}, int) == 4
+    with pytest.raises(ValueError, match=r"LAKE_S3_MAX_ATTEMPTS must be a positive whole number, got '0'; "
+                                         r"fix or unset it \(default 3\)"):
+        positive_number("LAKE_S3_MAX_ATTEMPTS", {"LAKE_S3_MAX_ATTEMPTS": "0"}, int)
+
+
+def test_the_plain_defaults_are_the_declared_ones():
+    from totesys_platform.automation.alert_messages import DEFAULT_EMAIL_FROM, DEFAULT_SMTP_PORT
+    from totesys_platform.lake.store import S3Timeouts
+    from totesys_platform.warehouse.sessions import session_timeouts
+
+    assert (S3Timeouts().read_seconds, S3Timeouts().max_attempts) == (
+        float(VARIABLES["LAKE_S3_READ_TIMEOUT_SECONDS"].default), int(VARIABLES["LAKE_S3_MAX_ATTEMPTS"].default))
+    assert (DEFAULT_EMAIL_FROM, str(DEFAULT_SMTP_PORT)) == (
+        VARIABLES["ALERT_EMAIL_FROM"].default, VARIABLES["SMTP_PORT"].default)
+    assert session_timeouts({}) == {"WAREHOUSE_LOCK_TIMEOUT_SECONDS": 60.0, "WAREHOUSE_STATEMENT_TIMEOUT_SECONDS": 1800.0}
+    assert settings.Settings.from_env({"TOTESYS_LOCAL_PG_PORT": "5999"}).warehouse_db_url.endswith(":5999/warehouse")
