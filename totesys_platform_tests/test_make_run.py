@@ -238,7 +238,7 @@ def test_runs_left_in_progress_by_a_killed_make_run_are_failed_before_dagster_st
     import dagster as dg
     from dagster._core.storage.dagster_run import DagsterRunStatus
 
-    from totesys_platform.local.launcher import fail_runs_left_in_progress
+    from totesys_platform.defs.instance import fail_runs_left_in_progress
 
     stack = LocalStack.from_env(run_env)
     stack.up(0.0, progress=lambda _line: None)

@@ -123,28 +123,6 @@ def _ui_answers(url: str) -> bool:
         return False
 
 
-def fail_runs_left_in_progress(stack: LocalStack) -> list[str]:
-    """Mark as failed every run the stack's Dagster instance still shows as starting, started or canceling.
-
-    Called before `dagster dev` starts, when nothing can be running: such a run lost its worker
-    (`make run` was killed hard, the machine stopped). Left alone it would hold the one-run queue.
-    This also creates Dagster's tables in a new `dagster` database before the webserver and the
-    daemon start together. Returns the ids of the runs it failed.
-    """
-    import dagster as dg
-    from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
-
-    # The instance config reads DAGSTER_PG_URL from the environment; this process is the stack's.
-    os.environ.update(stack.env())
-    stuck = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
-    with dg.DagsterInstance.from_config(str(stack.dagster_home)) as instance:
-        runs = instance.get_runs(filters=RunsFilter(statuses=stuck))
-        for run in runs:
-            instance.report_run_failed(run, "The run's worker stopped with a previous `make run`; marked failed "
-                                            "at the next start so the run queue is free.")
-    return [run.run_id for run in runs]
-
-
 def convert_old_lake(ingestion_url: str, progress: Progress) -> None:
     """A lake written by the code before Delta Lake is converted once, before anything runs against it."""
     from totesys_platform.lake.convert import convert_ingestion_zone, needs_conversion
@@ -196,6 +174,8 @@ def run(
         except KeyboardInterrupt:
             progress("interrupted while starting: stopping the local stack")
             return 130
+        from totesys_platform.defs.instance import fail_runs_left_in_progress  # the one Dagster call here
+
         for run_id in fail_runs_left_in_progress(stack):
             progress(f"run {run_id} was left in progress by a previous `make run`: marked failed")
         convert_old_lake(stack.env()["LAKE_INGESTION_URL"], progress)
