@@ -127,6 +127,22 @@ def write_results(result: dict, name: str, results_dir: Path, output: Path, sect
     log(f"wrote {output} and {results_dir / f'{name}.json'}")
 
 
+def scales_main(argv: list[str] | None, doc: str, name: str, measure_scale, render, start: str, end: str) -> int:
+    """The `main` of a bench measured at each of `--scales`: `measure_scale(scale, workdir)` per scale, then the
+    results as `<name>.json` and the rendered section spliced into BENCHMARKS.md between `start` and `end`."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--scales", type=float, nargs="+", default=[10, 100], help="seed scales of totesys")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARKS.md", help="the report to update")
+    parser.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results", help=f"where {name}.json goes")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds like Ctrl-C: the server is stopped
+    rows = [measure_scale(scale, new_temp_root(f"{name.replace('_', '-')}-bench-{scale:g}-")) for scale in args.scales]
+    result = {"when": datetime.now(timezone.utc).isoformat(timespec="minutes"), "scales": rows}
+    write_results(result, name, args.results_dir, args.output, render(result), start, end)
+    return 0
+
+
 def run(args: argparse.Namespace) -> dict:
     workdir = new_temp_root("lake-ticks-")
     server = LocalPostgres(workdir / "pgdata", free_port()).start()

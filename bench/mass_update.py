@@ -17,25 +17,22 @@ Results go to bench/results/mass_update.json and, rendered, to the "Mass update"
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import signal
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg  # noqa: E402
 
-from bench.approaches import BENCH_DIR, REPO_ROOT  # noqa: E402
-from bench.lake_ticks import log, seed_stack, write_results  # noqa: E402
+from bench.approaches import REPO_ROOT  # noqa: E402
+from bench.lake_ticks import log, scales_main, seed_stack  # noqa: E402
 from bench.measure import run_measured  # noqa: E402
 from bench.run import postmaster_pid  # noqa: E402
 from totesys_platform.lake.delta import LakeZone  # noqa: E402
 from totesys_platform.lake.ingestion.extract import extract_tables  # noqa: E402
-from totesys_platform.local.postgres import LocalPostgres, free_port, new_temp_root  # noqa: E402
+from totesys_platform.local.postgres import LocalPostgres, free_port  # noqa: E402
 
 START, END = "<!-- mass-update:start -->", "<!-- mass-update:end -->"
 TABLE = "payment"
@@ -120,17 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--extract-once"]:
         extract_once(argv[1], argv[2], json.loads(argv[3]))
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--scales", type=float, nargs="+", default=[10, 100], help="seed scales of totesys")
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARKS.md", help="the report to update")
-    parser.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results", help="where mass_update.json goes")
-    args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds like Ctrl-C: the server is stopped
-    rows = [measure_scale(scale, new_temp_root(f"mass-update-bench-{scale:g}-")) for scale in args.scales]
-    result = {"when": datetime.now(timezone.utc).isoformat(timespec="minutes"), "scales": rows}
-    write_results(result, "mass_update", args.results_dir, args.output, render(result), START, END)
-    return 0
+    return scales_main(argv, __doc__, "mass_update", measure_scale, render, START, END)
 
 
 if __name__ == "__main__":

@@ -13,27 +13,25 @@ BENCHMARKS.md (kept when bench/run.py regenerates the rest).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg  # noqa: E402
 
-from bench.approaches import BENCH_DIR, REPO_ROOT  # noqa: E402
-from bench.lake_ticks import run_once, seed_stack, write_results  # noqa: E402
+from bench.approaches import REPO_ROOT  # noqa: E402
+from bench.lake_ticks import run_once, scales_main, seed_stack  # noqa: E402
 from bench.workload import apply_tick  # noqa: E402
 from bench.measure import run_measured  # noqa: E402
 from bench.run import postmaster_pid  # noqa: E402
 from totesys_platform.lake.delta import LakeZone  # noqa: E402
 from totesys_platform.lake.ingestion.reconcile import source_drift  # noqa: E402
-from totesys_platform.local.postgres import LocalPostgres, free_port, new_temp_root  # noqa: E402
+from totesys_platform.local.postgres import LocalPostgres, free_port  # noqa: E402
 from totesys_platform.source.contract import TABLE_NAMES  # noqa: E402
 from totesys_platform.star_schema import FACTS  # noqa: E402
 from totesys_platform.defs.automation.checks import VALIDATION_TAG  # noqa: E402
@@ -140,17 +138,7 @@ def render(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--scales", type=float, nargs="+", default=[10, 100], help="seed scales of totesys")
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARKS.md", help="the report to update")
-    parser.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results", help="where validation.json goes")
-    args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds like Ctrl-C: the server is stopped
-    rows = [measure_scale(scale, new_temp_root(f"validation-bench-{scale:g}-")) for scale in args.scales]
-    result = {"when": datetime.now(timezone.utc).isoformat(timespec="minutes"), "scales": rows}
-    write_results(result, "validation", args.results_dir, args.output, render(result), START, END)
-    return 0
+    return scales_main(argv, __doc__, "validation", measure_scale, render, START, END)
 
 
 if __name__ == "__main__":
