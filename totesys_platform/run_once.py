@@ -101,8 +101,8 @@ def resolve_ui_url(env: dict[str, str] | None = None) -> str:
     from totesys_platform import settings
 
     env = dict(os.environ if env is None else env)
-    if settings.is_set("DAGSTER_UI_URL", env):
-        return settings.setting("DAGSTER_UI_URL", env).rstrip("/")
+    if url := settings.setting("DAGSTER_UI_URL", env):
+        return url.rstrip("/")
     try:
         return ui_url_file(settings.local_dir(env)).read_text().strip().rstrip("/") or DEFAULT_UI_URL
     except OSError:

@@ -8,6 +8,7 @@ Defaults point at the local stack. Plain Python, no Dagster.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,17 +90,21 @@ def _variable(name: str) -> Variable:
         raise KeyError(f"{name} is not declared in totesys_platform/settings.py VARIABLES") from None
 
 
-def setting(name: str, env: Mapping[str, str] | None = None) -> str:
-    """The variable's value, stripped, or its default when it is unset or empty."""
+def setting(name: str, env: Mapping[str, str] | None = None, *, strip: bool = True) -> str:
+    """The variable's value (stripped unless asked not to: a password keeps its spaces), or its default when it
+    is unset or empty."""
     variable = _variable(name)
     env = os.environ if env is None else env
-    return (env.get(name) or "").strip() or variable.default
+    value = env.get(name) or ""
+    return (value.strip() if strip else value) or variable.default
 
 
 def is_set(name: str, env: Mapping[str, str] | None = None) -> bool:
+    """Set to anything but the empty string (a value of spaces is set, and fails where it is used, rather than
+    falling back to the local stack unnoticed)."""
     _variable(name)
     env = os.environ if env is None else env
-    return bool((env.get(name) or "").strip())
+    return bool(env.get(name))
 
 
 def flag(name: str, env: Mapping[str, str] | None = None) -> bool:
@@ -114,7 +119,7 @@ def positive_number(name: str, env: Mapping[str, str] | None = None, kind: type 
         value = kind(raw)
     except ValueError:
         value = 0
-    if not value > 0:
+    if not 0 < value < math.inf:
         noun = "whole number" if kind is int else "number"
         raise ValueError(f"{name} must be a positive {noun}, got {raw!r}; fix or unset it (default {default})")
     return value

@@ -115,3 +115,41 @@ def test_a_mass_change_in_place_behind_the_window_is_looked_up_in_chunks_with_th
     assert _run(source_url, local_lake, ["design"], batch_ts=BATCH + timedelta(hours=2), **options)["design"].rows == 0
     captures = Counter(archived_versions(local_lake, "design"))
     assert {key for key, n in captures.items() if n == 2} == {(i, T0) for i in edited}
+
+
+def test_versions_carried_from_earlier_batches_count_against_the_limit(source_url, local_lake):
+    """The limit bounds what a batch's state remembers, not only what one run reads: 15 versions remembered,
+    then 10 more inside the window, with room for 20, leave a state that remembers none."""
+    limit = {"remember_limit": 20}
+    with psycopg.connect(source_url) as conn:
+        _designs(conn, 15, T0)
+    _run(source_url, local_lake, ["design"], batch_ts=BATCH, **limit)
+    assert len(_state(local_lake, "design")["versions"]) == 15
+    with psycopg.connect(source_url) as conn:
+        _designs(conn, 10, T0 + timedelta(minutes=1))
+    assert _run(source_url, local_lake, ["design"], batch_ts=BATCH + timedelta(minutes=1), **limit)["design"].rows == 10
+    state = _state(local_lake, "design")
+    assert state["versions"] == []
+    assert state["window_start"] == from_ms(to_ms(T0 + timedelta(minutes=1)) + 1).isoformat(timespec="milliseconds")
+    assert _run(source_url, local_lake, ["design"], batch_ts=BATCH + timedelta(minutes=2), **limit)["design"].rows == 0
+    assert len(set(archived_versions(local_lake, "design"))) == len(archived_versions(local_lake, "design")) == 25
+
+
+def test_after_a_forgotten_window_the_source_check_counts_a_new_version_in_it_as_pending(source_url, local_lake):
+    """The hourly source check reads how far back the next extraction reaches from the state; after a batch that
+    remembered nothing (its window starts past its watermark) a new version inside the old window, written since,
+    is read by its xmin, so it is pending for the next run, not reported as missed."""
+    from totesys_platform.lake.ingestion.reconcile import source_drift
+
+    with psycopg.connect(source_url) as conn:
+        ids = _designs(conn, 30, T0)
+        _designs(conn, 1, T0 + timedelta(minutes=10))  # the watermark
+    _run(source_url, local_lake, ["design"], batch_ts=BATCH, remember_limit=20)
+    assert _state(local_lake, "design")["versions"] == []
+    with psycopg.connect(source_url) as conn:  # newer than its archived version, behind the watermark
+        conn.execute("UPDATE design SET last_updated = %s WHERE design_id = %s", (T0 + timedelta(minutes=5), ids[0]))
+    drift = source_drift(source_url, local_lake, "design")
+    assert drift.passed and drift.pending == 1 and drift.reach == T0 - timedelta(minutes=5)
+    later = _run(source_url, local_lake, ["design"], batch_ts=BATCH + timedelta(minutes=1), remember_limit=20)
+    assert (later["design"].rows, later["design"].late_rows) == (1, 1)
+    assert source_drift(source_url, local_lake, "design").pending == 0

@@ -387,3 +387,19 @@ def test_a_table_whose_source_comparison_cannot_run_fails_its_own_check_and_the_
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "staff" in str(failure.event_specific_data.error.message) or "staff" in str(failure.event_specific_data)
+
+
+def test_a_dimension_whose_row_count_cannot_be_read_fails_its_own_check_and_the_others_are_judged(stack):
+    """The 7 row-count checks share one step and one warehouse session: a dimension whose count raises (its table
+    renamed away) fails its own check, each other dimension is still judged on a usable session, and the step
+    fails."""
+    from totesys_platform.defs.automation.checks import RECONCILIATION_CHECKS
+    from totesys_platform.warehouse.validation import DIMENSION_SOURCES
+
+    execute(stack.warehouse_url, "ALTER TABLE dim_design RENAME TO dim_design_elsewhere")
+    result = dg.materialize([*ASSETS, *RECONCILIATION_CHECKS], resources=stack.resources(),
+                            selection=dg.AssetSelection.checks(*RECONCILIATION_CHECKS), raise_on_error=False)
+    evaluations = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == set(DIMENSION_SOURCES)
+    assert {dim for dim, e in evaluations.items() if not e.passed} == {"dim_design"}
+    assert "dim_design" in evaluations["dim_design"].description and not result.success

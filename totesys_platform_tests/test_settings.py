@@ -14,7 +14,7 @@ from totesys_platform.settings import VARIABLES, flag, positive_number, render_m
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "totesys_platform"
 # A read of a named variable: os.environ.get("X"), env.get("X"), environ["X"], env["X"] (not an assignment).
-DIRECT_READ = re.compile(r"""(?:environ|env|source)(?:\.get\(\s*|\[)["']([A-Z][A-Z0-9_]+)["'](?!\]\s*=[^=])""")
+DIRECT_READ = re.compile(r"""(?:getenv\(\s*|(?:environ|env|source)(?:\.get\(\s*|\[))["']([A-Z][A-Z0-9_]+)["'](?!\]\s*=[^=])""")
 
 
 def test_the_configuration_page_is_the_declaration_rendered():
@@ -31,6 +31,7 @@ def test_no_module_but_settings_reads_a_variable_by_name():
     # (The pattern does find a direct read.)
     assert DIRECT_READ.findall('x = os.environ.get("SMTP_HOST")') == ["SMTP_HOST"]
     assert DIRECT_READ.findall('env["DAGSTER_HOME"] = home') == []
+    assert DIRECT_READ.findall("os.getenv('SMTP_PORT')") == ["SMTP_PORT"]
 
 
 def test_every_declared_variable_is_used_somewhere():
@@ -56,6 +57,11 @@ def test_values_defaults_flags_and_positive_numbers():
     with pytest.raises(ValueError, match=r"LAKE_S3_MAX_ATTEMPTS must be a positive whole number, got '0'; "
                                          r"fix or unset it \(default 3\)"):
         positive_number("LAKE_S3_MAX_ATTEMPTS", {"LAKE_S3_MAX_ATTEMPTS": "0"}, int)
+    with pytest.raises(ValueError, match="LAKE_S3_READ_TIMEOUT_SECONDS must be a positive number, got 'inf'"):
+        positive_number("LAKE_S3_READ_TIMEOUT_SECONDS", {"LAKE_S3_READ_TIMEOUT_SECONDS": "inf"})
+    # A value of spaces is set (it fails where it is used), not a silent fall-back to the local stack.
+    assert settings.is_set("TOTESYS_DB_URL", {"TOTESYS_DB_URL": " "}) and not settings.is_set("TOTESYS_DB_URL", {})
+    assert setting("SMTP_PASSWORD", {"SMTP_PASSWORD": " pa ss "}, strip=False) == " pa ss "
 
 
 def test_the_plain_defaults_are_the_declared_ones():

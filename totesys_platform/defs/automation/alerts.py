@@ -78,7 +78,8 @@ class AlertsResource(dg.ConfigurableResource):
         source = os.environ if env is None else env
         values: dict[str, object] = {}
         for attribute, variable in _ENV_FIELDS.items():
-            value = setting(variable, source) or (DEFAULT_UI_URL if attribute == "ui_url" else "")
+            value = setting(variable, source, strip=attribute != "smtp_password") or (
+                DEFAULT_UI_URL if attribute == "ui_url" else "")
             if attribute == "smtp_password" and env is None and value:
                 values[attribute] = dg.EnvVar(variable)
             else:

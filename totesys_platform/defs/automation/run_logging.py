@@ -1,7 +1,7 @@
 """The run logger that ships run logs to CloudWatch Logs (the Dagster wiring of automation/observability.py).
 
 `configure_run_logging` adds it to the code location only when `CLOUDWATCH_LOG_GROUP` is set; the variables are
-listed in automation/observability.py.
+declared in settings.py (docs/configuration.md).
 """
 
 from __future__ import annotations

@@ -302,6 +302,9 @@ def prepare_extraction(
         raise ValueError(f"connections must be at least 1, got {connections}")
     if not 0 <= max_deleted_share <= 1:
         raise ValueError(f"max_deleted_share must be between 0 and 1, got {max_deleted_share}")
+    if remember_limit < 0 or late_chunk_rows < 1:
+        raise ValueError(f"remember_limit must not be negative and late_chunk_rows must be positive, got "
+                         f"{remember_limit} and {late_chunk_rows}")
     batch_ts = _normalise_batch_ts(batch_ts)
     from totesys_platform.lake.convert import refuse_unconverted  # (convert builds on this module)
 

@@ -133,7 +133,7 @@ def classify_late(late: pa.Table, archive: LakeTable, snapshot: Snapshot, table:
 
 class LateClassifier:
     """Late rows as they are read: every `chunk_rows` of them are classified (`classify_late`) and the ones to
-    archive handed to `archive`; counts and out-of-order captures add up over the chunks. Each chunk is compared
+    archive handed to `keep`; counts and out-of-order captures add up over the chunks. Each chunk is compared
     with the archive as of the last batch, as one big table would be, so the chunking changes nothing else."""
 
     def __init__(self, archive: LakeTable, snapshot: Snapshot, table: contract.SourceTable,

@@ -24,7 +24,7 @@ that an evaluation's time and memory do not grow with the table; a full evaluati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -130,6 +130,12 @@ def latest_archived(ingestion: LakeZone, table: contract.SourceTable, snapshot: 
     if snapshot.state:
         try:
             reach = datetime.fromisoformat(snapshot.state["window_start"])
+            watermark = datetime.fromisoformat(snapshot.state["watermark"])
+            if reach > watermark:
+                # A batch that remembered none of a mass update starts its window after its watermark; a version
+                # of that window committed since is read by its xmin, so it counts as pending like one in the
+                # look-back window.
+                reach = watermark - timedelta(seconds=float(snapshot.state.get("lookback_seconds") or 0))
         except (KeyError, TypeError, ValueError) as err:
             raise LakeError(
                 f"{table.name}: the extraction state recorded in {archive.uri} version {snapshot.version} is "

@@ -221,7 +221,8 @@ class Deduplicator:
         else:
             return
         self.window_rows += self.window[-1].num_rows
-        if self.window_rows > self._prune_at:
+        # (Pruned before judging the limit, so rows that fell out of the window do not count against it.)
+        if self.window_rows > min(self._prune_at, self.remember_limit):
             self.window = [kept for b in self.window if (kept := b.filter(pc.greater_equal(
                 b.column(self.lu_index).cast(pa.int64()), floor))).num_rows]
             self.window_rows = sum(b.num_rows for b in self.window)
@@ -238,16 +239,18 @@ class Deduplicator:
         return sorted((pk, ms) for pk, ms in self.latest_seen.items() if pk not in self.read_again)
 
     def next_state(self, read_from_ms: int | None) -> TableState:
-        if self.overflowed:
+        window_start = self.max_ms - self.lookback_ms
+        if read_from_ms is not None:
+            window_start = max(window_start, read_from_ms)
+        versions = {k for k in self.seen if k[1] >= window_start}
+        in_window = sum(pc.sum(pc.greater_equal(b.column(self.lu_index).cast(pa.int64()), window_start)).as_py() or 0
+                        for b in self.window)
+        if self.overflowed or len(versions) + in_window > self.remember_limit:
             # Nothing remembered, so the window must hold no archived version: it starts just after the
             # watermark, and widens again as new data moves the watermark on. A version of this window that
             # changes later is read by its xmin (the rows written since this batch's snapshot) as a late row and
             # looked up in the archive, in bounded chunks (late.py).
             return TableState(self.max_ms, self.max_ms + 1, set(), {})
-        window_start = self.max_ms - self.lookback_ms
-        if read_from_ms is not None:
-            window_start = max(window_start, read_from_ms)
-        versions = {k for k in self.seen if k[1] >= window_start}
         fingerprints = {k: v for k, v in self.seen_fingerprints.items() if k in versions}
         for batch in self.window:
             last_updated = batch.column(self.lu_index).cast(pa.int64())
