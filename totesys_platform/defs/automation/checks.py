@@ -1,5 +1,7 @@
 """Asset checks: the fact history, referential integrity, reconciliation and schema drift."""
 
+from typing import Callable, Iterator
+
 import dagster as dg
 from pydantic import Field
 
@@ -21,6 +23,24 @@ VALIDATION_TAG = "totesys/validation"
 
 def whole_history(context: dg.AssetCheckExecutionContext, asked: bool) -> bool:
     return asked or context.run.tags.get(VALIDATION_TAG) == "full"
+
+
+def judge_each(context: dg.AssetCheckExecutionContext, name: str,
+               judge: Callable[[dg.AssetCheckKey], dg.AssetCheckResult]) -> Iterator[dg.AssetCheckResult]:
+    """The result of each selected check of a multi-asset check, table by table. A table whose `judge` raises
+    fails its own check with the error and the others are still judged; then the step fails, naming them (so the
+    run's alert does)."""
+    broken = []
+    for key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.path[-1]):
+        try:
+            result = judge(key)
+        except Exception as err:  # noqa: BLE001 - one table's failure never stops the others' checks
+            broken.append(f"{key.asset_key.path[-1]}: {err}")
+            result = dg.AssetCheckResult(asset_key=key.asset_key, check_name=key.name, passed=False,
+                                         description=f"The comparison could not run: {err}")
+        yield result
+    if broken:
+        raise dg.Failure(description=f"{name} could not compare " + "; ".join(broken))
 
 
 class WholeHistoryConfig(dg.Config):
@@ -113,24 +133,14 @@ def _referential_integrity_check(fact: str) -> dg.AssetChecksDefinition:
     description="Each dimension against the distinct source keys archived in the lake, in one step.",
 )
 def row_count_matches_lake(context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseDatabase):
-    broken = []
     with warehouse.connect() as conn:
-        for key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.path[-1]):
-            dim = key.asset_key.path[-1]
-            try:
-                with conn.transaction():  # a savepoint: a failed count leaves the session usable for the next
-                    lake_keys, rows = dimension_reconciliation(conn, lake.ingestion(), dim)
-            except Exception as err:  # noqa: BLE001 - one dimension's failure never stops the others' checks
-                broken.append(f"{dim}: {err}")
-                yield dg.AssetCheckResult(asset_key=key.asset_key, check_name=key.name, passed=False,
-                                          description=f"The comparison could not run: {err}")
-                continue
-            yield dg.AssetCheckResult(
-                asset_key=key.asset_key, check_name=key.name, passed=lake_keys == rows,
-                metadata={"lake_distinct_keys": lake_keys, "warehouse_rows": rows},
-            )
-    if broken:
-        raise dg.Failure(description="row_count_matches_lake could not compare " + "; ".join(broken))
+        def judge(key: dg.AssetCheckKey) -> dg.AssetCheckResult:
+            with conn.transaction():  # a savepoint: a failed count leaves the session usable for the next
+                lake_keys, rows = dimension_reconciliation(conn, lake.ingestion(), key.asset_key.path[-1])
+            return dg.AssetCheckResult(asset_key=key.asset_key, check_name=key.name, passed=lake_keys == rows,
+                                       metadata={"lake_distinct_keys": lake_keys, "warehouse_rows": rows})
+
+        yield from judge_each(context, "row_count_matches_lake", judge)
 
 
 FACT_HISTORY_CHECKS = [_fact_history_check(f) for f in FACTS]
