@@ -13,6 +13,8 @@ import pyarrow as pa
 
 MONEY = pa.decimal128(10, 2)
 TIMESTAMP = pa.timestamp("ms")
+# The column the ingestion zone adds to a table's rows: when a tombstone saw the row deleted (NULL otherwise).
+DELETED_AT_COLUMN = "_deleted_at"
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,7 @@ from totesys_platform.lake.delta import LakeTable, Snapshot
 from totesys_platform.lake.ingestion.source_schema import SOURCE_SCHEMA, SourceError
 from totesys_platform.lake.ingestion.versions import ANOMALY_SAMPLE, BATCH_COLUMN
 from totesys_platform.source import contract
-
-DELETED_AT_COLUMN = "_deleted_at"
+from totesys_platform.source.contract import DELETED_AT_COLUMN
 # The extraction state's record of the table's delete counter and file node at the last batch.
 MARKER_KEY = "deletes_marker"
 # The extraction state's count of tombstones archived since the table began.

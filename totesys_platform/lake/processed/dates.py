@@ -32,12 +32,11 @@ STATE_SCHEMA = pa.schema([
     pa.field("last_date", pa.date32(), nullable=False),
 ])
 
-# Every date a fact references: its created/last_updated timestamps and its text business dates.
-DATE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "sales_order": ("created_at", "last_updated", "agreed_delivery_date", "agreed_payment_date"),
-    "purchase_order": ("created_at", "last_updated", "agreed_delivery_date", "agreed_payment_date"),
-    "payment": ("created_at", "last_updated", "payment_date"),
-}
+# Every date a fact references (its created/last_updated timestamps and its text business dates), read off
+# the model: the source column of each fact column that is a dim_date foreign key.
+DATE_COLUMNS: dict[str, tuple[str, ...]] = {}
+for _source, _column in star_schema.date_sources():
+    DATE_COLUMNS[_source] = (*DATE_COLUMNS.get(_source, ()), _column)
 
 def input_columns() -> dict[str, tuple[str, ...]]:
     """What dim_date reads of each input: the key (to name a bad row) and the date columns (last_updated too)."""

@@ -3,7 +3,7 @@
 Single-source dimensions need no state: every key in the new rows is re-emitted with its last
 occurrence. dim_counterparty and dim_staff join two source tables, so their state keeps the current
 rows of both (reference tables, small) and a change on either side re-emits every affected row.
-Recipes are data; builders and column lineage are both read off them.
+Where each column comes from is the model's (`star_schema`); builders and column lineage are both read off it.
 """
 
 from __future__ import annotations
@@ -57,31 +57,31 @@ def _iso_4217_name(codes: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.take(pa.array(list(ISO_4217_NAMES.values()), pa.string()), pc.index_in(codes, value_set=known))
 
 
-@dataclass(frozen=True)
-class DimColumn:
-    target: str
-    source: str
-    derive: Callable[[pa.ChunkedArray], pa.ChunkedArray] | None = None  # None: copied as is
+# How a dimension column is derived from its source column (`star_schema.How`); None: copied as is.
+_DERIVE: dict[str, Callable[[pa.ChunkedArray], pa.ChunkedArray] | None] = {"copy": None, "iso_4217_name": _iso_4217_name}
 
-
-@dataclass(frozen=True)
-class DimensionRecipe:
-    """A dimension read from one source table."""
-
-    source: str
-    columns: tuple[DimColumn, ...]
-    validators: tuple[Validator, ...] = ()
+# Rules a dimension's new source rows must follow before it is built (by dimension).
+VALIDATORS: dict[str, tuple[Validator, ...]] = {
+    "dim_payment_type": (
+        _enum_validator("payment_type", "payment_type_name", contract.PAYMENT_TYPE_NAMES, "PaymentTypeName"),),
+    "dim_transaction": (
+        _enum_validator("transaction", "transaction_type", contract.TRANSACTION_TYPES, "TransactionType"),),
+    "dim_currency": (_validate_currency_codes,),
+}
 
 
 @dataclass(frozen=True)
 class JoinedDimensionRecipe:
-    """A dimension of ``main`` rows joined to their ``reference`` row through ``foreign_key``."""
+    """A dimension of ``main`` rows joined to their ``reference`` row through ``foreign_key`` (read off the model)."""
 
+    name: str
     main: str
     reference: str
     foreign_key: str  # column of main holding the reference's primary key
-    main_columns: tuple[DimColumn, ...]
-    reference_columns: tuple[DimColumn, ...]
+
+    @classmethod
+    def of(cls, table: star_schema.TargetTable) -> JoinedDimensionRecipe:
+        return cls(table.name, table.source, table.join.table, table.join.foreign_key)
 
     @property
     def main_key(self) -> str:
@@ -93,66 +93,35 @@ class JoinedDimensionRecipe:
 
     def state_schema(self, source: str) -> pa.Schema:
         """The state keeps only the source columns the dimension needs (no contacts, no manager)."""
+        target = star_schema.TARGET_TABLES[self.name]
+        needed = [target.origin(c)[1] for c in target.columns_from(source)]
         if source == self.main:
-            names = [self.main_key, *(c.source for c in self.main_columns if c.source != self.main_key),
-                     self.foreign_key]
+            names = [self.main_key, *(n for n in needed if n != self.main_key), self.foreign_key]
         else:
-            names = [self.reference_key, *(c.source for c in self.reference_columns)]
+            names = [self.reference_key, *needed]
         full = contract.SOURCE_TABLES[source].arrow_schema
         return pa.schema([full.field(name) for name in dict.fromkeys(names)])
 
 
-def _same(*names: str) -> tuple[DimColumn, ...]:
-    return tuple(DimColumn(name, name) for name in names)
-
-
-DIMENSION_RECIPES: dict[str, DimensionRecipe] = {
-    "dim_location": DimensionRecipe("address", (
-        DimColumn("location_id", "address_id"),
-        *_same("address_line_1", "address_line_2", "district", "city", "postal_code", "country", "phone"),
-    )),
-    "dim_design": DimensionRecipe("design", _same("design_id", "design_name", "file_location", "file_name")),
-    "dim_payment_type": DimensionRecipe(
-        "payment_type", _same("payment_type_id", "payment_type_name"),
-        (_enum_validator("payment_type", "payment_type_name", contract.PAYMENT_TYPE_NAMES, "PaymentTypeName"),),
-    ),
-    "dim_transaction": DimensionRecipe(
-        "transaction", _same("transaction_id", "transaction_type", "sales_order_id", "purchase_order_id"),
-        (_enum_validator("transaction", "transaction_type", contract.TRANSACTION_TYPES, "TransactionType"),),
-    ),
-    "dim_currency": DimensionRecipe(
-        "currency",
-        (*_same("currency_id", "currency_code"), DimColumn("currency_name", "currency_code", _iso_4217_name)),
-        (_validate_currency_codes,),
-    ),
-}
-
-_ADDRESS_AS_LEGAL_ADDRESS = (
-    DimColumn("counterparty_legal_address_line_1", "address_line_1"),
-    DimColumn("counterparty_legal_address_line_2", "address_line_2"),
-    DimColumn("counterparty_legal_district", "district"),
-    DimColumn("counterparty_legal_city", "city"),
-    DimColumn("counterparty_legal_postal_code", "postal_code"),
-    DimColumn("counterparty_legal_country", "country"),
-    DimColumn("counterparty_legal_phone_number", "phone"),
-)
-
+# The dimensions read from one source table, and those joined to a second one.
+SINGLE_SOURCE_DIMENSIONS: tuple[str, ...] = tuple(
+    t.name for t in star_schema.TARGET_TABLES.values() if t.kind == "dimension" and t.source and not t.join)
 JOINED_DIMENSION_RECIPES: dict[str, JoinedDimensionRecipe] = {
-    "dim_counterparty": JoinedDimensionRecipe(
-        "counterparty", "address", "legal_address_id",
-        _same("counterparty_id", "counterparty_legal_name"), _ADDRESS_AS_LEGAL_ADDRESS,
-    ),
-    "dim_staff": JoinedDimensionRecipe(
-        "staff", "department", "department_id",
-        _same("staff_id", "first_name", "last_name", "email_address"),
-        _same("department_name", "location"),
-    ),
-}
+    t.name: JoinedDimensionRecipe.of(t) for t in star_schema.TARGET_TABLES.values() if t.join}
 
 
-def _column(rows: pa.Table, column: DimColumn) -> pa.ChunkedArray:
-    values = rows.column(column.source)
-    return column.derive(values) if column.derive else values
+def _derived(name: str, rows: pa.Table, columns: tuple[star_schema.TargetColumn, ...]) -> dict[str, pa.ChunkedArray]:
+    """The target columns `columns` of dimension `name`, from `rows` of the source table they derive from."""
+    table = star_schema.TARGET_TABLES[name]
+    arrays = {}
+    for column in columns:
+        if column.how not in _DERIVE:
+            raise NotImplementedError(
+                f"{name}.{column.name} is derived by {column.how!r}, which dimensions.py cannot do")
+        values = rows.column(table.origin(column)[1])
+        derive = _DERIVE[column.how]
+        arrays[column.name] = derive(values) if derive else values
+    return arrays
 
 
 def _output(name: str, arrays: dict[str, pa.ChunkedArray]) -> pa.Table:
@@ -161,13 +130,13 @@ def _output(name: str, arrays: dict[str, pa.ChunkedArray]) -> pa.Table:
 
 
 def build_dimension(name: str, inputs: Mapping[str, pa.Table], state: Mapping[str, pa.Table]) -> tuple[pa.Table, dict]:
-    recipe = DIMENSION_RECIPES[name]
+    table = star_schema.TARGET_TABLES[name]
     check_state_keys(name, state, set())
-    rows = source_rows(name, inputs, recipe.source)
-    for validate in recipe.validators:
+    rows = source_rows(name, inputs, table.source)
+    for validate in VALIDATORS.get(name, ()):
         validate(name, rows)
-    latest = arrow_ops.last_per_key(rows, contract.SOURCE_TABLES[recipe.source].primary_key)
-    return _output(name, {c.target: _column(latest, c) for c in recipe.columns}), {}
+    latest = arrow_ops.last_per_key(rows, contract.SOURCE_TABLES[table.source].primary_key)
+    return _output(name, _derived(name, latest, table.columns)), {}
 
 
 def build_joined_dimension(
@@ -207,17 +176,19 @@ def build_joined_dimension(
         ),
     )
     joined = references.take(position)
-    arrays = {c.target: _column(emitted, c) for c in recipe.main_columns}
-    arrays |= {c.target: _column(joined, c) for c in recipe.reference_columns}
+    target = star_schema.TARGET_TABLES[name]
+    arrays = _derived(name, emitted, target.columns_from(recipe.main))
+    arrays |= _derived(name, joined, target.columns_from(recipe.reference))
     return _output(name, arrays), current
 
 
 def dimension_lineage(name: str) -> dict[str, list[tuple[str, str]]]:
-    if name in DIMENSION_RECIPES:
-        recipe = DIMENSION_RECIPES[name]
-        return {c.target: [(recipe.source, c.source)] for c in recipe.columns}
-    joined = JOINED_DIMENSION_RECIPES[name]
-    lineage = {c.target: [(joined.main, c.source)] for c in joined.main_columns}
-    lineage |= {c.target: [(joined.reference, c.source), (joined.main, joined.foreign_key)]
-                for c in joined.reference_columns}
-    return {column: lineage[column] for column in star_schema.TARGET_TABLES[name].column_names}
+    """Each column's source column; a joined column also depends on the foreign key that picks its row."""
+    table = star_schema.TARGET_TABLES[name]
+    lineage = {}
+    for column in table.columns:
+        origin = table.origin(column)
+        lineage[column.name] = [origin]
+        if table.join and origin[0] == table.join.table:
+            lineage[column.name].append((table.source, table.join.foreign_key))
+    return lineage

@@ -1,20 +1,17 @@
 """The three facts: one row per source version ``(natural id, last_updated)``, its latest capture; stateless.
 
-Each fact's recipe says, column by column, where a target column comes from and how; the builder
-and the column lineage are both read off the recipe, so they cannot drift apart.
+Each fact column says in the model (`star_schema`) where it comes from and how; the builder and the column
+lineage are both read off it, so they cannot drift apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from totesys_platform import star_schema
-from totesys_platform.lake.ingestion.deletes import DELETED_AT_COLUMN
 from totesys_platform.lake.processed import arrow_ops
 from totesys_platform.lake.processed.validation import (
     check_state_keys,
@@ -22,57 +19,20 @@ from totesys_platform.lake.processed.validation import (
     source_rows,
 )
 from totesys_platform.source import contract
+from totesys_platform.source.contract import DELETED_AT_COLUMN
 
-How = Literal["copy", "date_part", "time_part", "text_date", "deleted"]
-
-
-@dataclass(frozen=True)
-class FactColumn:
-    target: str
-    source: str
-    how: How  # copy as is | date of a timestamp | time of a timestamp | parse YYYY-MM-DD text | tombstone time
-
-
-@dataclass(frozen=True)
-class FactRecipe:
-    source: str
-    columns: tuple[FactColumn, ...]
-
-
-def _copy(target: str, source: str | None = None) -> FactColumn:
-    return FactColumn(target, source or target, "copy")
-
-
-def _timestamp_parts(prefix: str, source: str) -> tuple[FactColumn, FactColumn]:
-    return FactColumn(f"{prefix}_date", source, "date_part"), FactColumn(f"{prefix}_time", source, "time_part")
-
-
-def _text_date(name: str) -> FactColumn:
-    return FactColumn(name, name, "text_date")
-
-
-_VERSION = (*_timestamp_parts("created", "created_at"), *_timestamp_parts("last_updated", "last_updated"))
-# When the row was seen deleted: the ingestion zone's tombstone column (NULL on a row that exists).
-_DELETED = FactColumn(star_schema.DELETED_AT, DELETED_AT_COLUMN, "deleted")
-
-FACT_RECIPES: dict[str, FactRecipe] = {
-    "fact_sales_order": FactRecipe("sales_order", (
-        _copy("sales_order_id"), *_VERSION, _copy("sales_staff_id", "staff_id"), _copy("counterparty_id"),
-        _copy("units_sold"), _copy("unit_price"), _copy("currency_id"), _copy("design_id"),
-        _text_date("agreed_payment_date"), _text_date("agreed_delivery_date"), _copy("agreed_delivery_location_id"),
-        _DELETED,
-    )),
-    "fact_purchase_order": FactRecipe("purchase_order", (
-        _copy("purchase_order_id"), *_VERSION, _copy("staff_id"), _copy("counterparty_id"), _copy("item_code"),
-        _copy("item_quantity"), _copy("item_unit_price"), _copy("currency_id"),
-        _text_date("agreed_delivery_date"), _text_date("agreed_payment_date"), _copy("agreed_delivery_location_id"),
-        _DELETED,
-    )),
-    "fact_payment": FactRecipe("payment", (
-        _copy("payment_id"), *_VERSION, _copy("transaction_id"), _copy("counterparty_id"), _copy("payment_amount"),
-        _copy("currency_id"), _copy("payment_type_id"), _copy("paid"), _text_date("payment_date"), _DELETED,
-    )),
+# (fact, source table, rows, source column) -> the target column's values, per `star_schema.How`.
+_DERIVE: dict[str, Callable[[str, str, pa.Table, str], pa.ChunkedArray]] = {
+    "copy": lambda fact, source, rows, column: rows.column(column),
+    "date_of": lambda fact, source, rows, column: arrow_ops.split_timestamp(rows.column(column))[0],
+    "time_of": lambda fact, source, rows, column: arrow_ops.split_timestamp(rows.column(column))[1],
+    "text_date": lambda fact, source, rows, column: parse_text_dates(
+        fact, source, rows, column, contract.SOURCE_TABLES[source].primary_key),
+    # The batch time has microseconds; facts keep milliseconds (truncated, where PostgreSQL would round).
+    "deleted_at": lambda fact, source, rows, column: rows.column(column).cast(pa.timestamp("ms"), safe=False),
 }
+FACTS: tuple[str, ...] = star_schema.FACTS
+
 
 def _differs(a: pa.Array, b: pa.Array) -> pa.Array:
     """Element-wise 'not the same value', NULL-aware (NULL vs NULL is the same)."""
@@ -99,24 +59,15 @@ def distinct_versions(source: str, rows: pa.Table) -> pa.Table:
 
 
 def build_fact(name: str, inputs: Mapping[str, pa.Table], state: Mapping[str, pa.Table]) -> tuple[pa.Table, dict]:
-    recipe = FACT_RECIPES[name]
+    table = star_schema.TARGET_TABLES[name]
     check_state_keys(name, state, set())
-    key = contract.SOURCE_TABLES[recipe.source].primary_key
-    rows = distinct_versions(recipe.source, _with_deletions(name, inputs, recipe.source))
+    rows = distinct_versions(table.source, _with_deletions(name, inputs, table.source))
     arrays = []
-    for column in recipe.columns:
-        values = rows.column(column.source)
-        if column.how == "date_part":
-            values = arrow_ops.split_timestamp(values)[0]
-        elif column.how == "time_part":
-            values = arrow_ops.split_timestamp(values)[1]
-        elif column.how == "text_date":
-            values = parse_text_dates(name, recipe.source, rows, column.source, key)
-        elif column.how == "deleted":
-            # The batch time has microseconds; facts keep milliseconds (truncated, where PostgreSQL would round).
-            values = values.cast(pa.timestamp("ms"), safe=False)
-        arrays.append(values)
-    return pa.Table.from_arrays(arrays, schema=star_schema.TARGET_TABLES[name].arrow_schema), {}
+    for column in table.columns:
+        if column.how not in _DERIVE:
+            raise NotImplementedError(f"{name}.{column.name} is derived by {column.how!r}, which facts.py cannot do")
+        arrays.append(_DERIVE[column.how](name, table.source, rows, table.origin(column)[1]))
+    return pa.Table.from_arrays(arrays, schema=table.arrow_schema), {}
 
 
 def _with_deletions(name: str, inputs: Mapping[str, pa.Table], source: str) -> pa.Table:
@@ -134,5 +85,5 @@ def _with_deletions(name: str, inputs: Mapping[str, pa.Table], source: str) -> p
 
 
 def fact_lineage(name: str) -> dict[str, list[tuple[str, str]]]:
-    recipe = FACT_RECIPES[name]
-    return {column.target: [(recipe.source, column.source)] for column in recipe.columns}
+    table = star_schema.TARGET_TABLES[name]
+    return {column.name: [table.origin(column)] for column in table.columns}

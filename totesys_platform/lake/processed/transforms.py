@@ -1,4 +1,4 @@
-"""The 11 processed-zone builders, their inputs and their column lineage (plain Python on Arrow, no Dagster).
+"""The processed-zone builders (one per star-schema table), their inputs and column lineage (plain Arrow, no Dagster).
 
 A builder takes the NEW ingestion rows of each of its input tables (exact contract schemas, possibly
 empty) and its previous state (``{}`` at first), and returns ``(delta, new_state)``. The delta has
@@ -35,29 +35,27 @@ class ProcessedSpec:
         return None if self.columns is None or source not in self.columns else list(self.columns[source])
 
 
-def _specs() -> dict[str, ProcessedSpec]:
-    specs: dict[str, ProcessedSpec] = {"dim_date": ProcessedSpec(
-        "dim_date", tuple(dates.DATE_COLUMNS), dates.build_dim_date, columns=dates.input_columns())}
-    for name, recipe in dimensions.DIMENSION_RECIPES.items():
-        specs[name] = ProcessedSpec(name, (recipe.source,), functools.partial(dimensions.build_dimension, name))
-    for name, joined in dimensions.JOINED_DIMENSION_RECIPES.items():
-        specs[name] = ProcessedSpec(
-            name, (joined.main, joined.reference), functools.partial(dimensions.build_joined_dimension, name)
-        )
-    for name, recipe in facts.FACT_RECIPES.items():
-        specs[name] = ProcessedSpec(name, (recipe.source,), functools.partial(facts.build_fact, name))
-    return {name: specs[name] for name in star_schema.TARGET_TABLES}  # star_schema's order
+def _spec(table: star_schema.TargetTable) -> ProcessedSpec:
+    if table.name == dates.NAME:
+        return ProcessedSpec(table.name, table.inputs, dates.build_dim_date, columns=dates.input_columns())
+    if table.kind == "fact":
+        build = facts.build_fact
+    elif table.join:
+        build = dimensions.build_joined_dimension
+    else:
+        build = dimensions.build_dimension
+    return ProcessedSpec(table.name, table.inputs, functools.partial(build, table.name))
 
 
 def _lineage(name: str) -> dict[str, list[tuple[str, str]]]:
-    if name == "dim_date":
+    if name == dates.NAME:
         return dates.dim_date_lineage()
-    if name in facts.FACT_RECIPES:
+    if name in facts.FACTS:
         return facts.fact_lineage(name)
     return dimensions.dimension_lineage(name)
 
 
-PROCESSED_SPECS: dict[str, ProcessedSpec] = _specs()
+PROCESSED_SPECS: dict[str, ProcessedSpec] = {name: _spec(table) for name, table in star_schema.TARGET_TABLES.items()}
 
 # target table -> target column -> [(source table, source column)], e.g.
 # COLUMN_LINEAGE["dim_counterparty"]["counterparty_legal_city"] == [("address", "city"),
