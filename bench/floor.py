@@ -1,9 +1,10 @@
 """The in-database floor: what the work costs with nothing but PostgreSQL doing it.
 
 1. Copy: binary `COPY <table> TO STDOUT` from totesys, piped into `COPY raw.<table> FROM STDIN` in the
-   target database (psycopg 3, ~1 MB writes), all 11 tables read from one REPEATABLE READ snapshot.
-2. Build: `INSERT ... SELECT` of the 11 warehouse tables from those copies, with the joins
-   (counterparty+address, staff+department), the timestamp splits and text-date casts, dim_date
+   target database (psycopg 3, ~1 MB writes), every contract table read from one REPEATABLE READ snapshot.
+2. Build: `INSERT ... SELECT` of the warehouse tables from those copies, column by column as the model
+   (`star_schema`) derives them: the joins (counterparty+address, staff+department), the timestamp splits and
+   text-date casts, dim_date
    from `generate_series`, into the real warehouse schema (`warehouse.schema.ensure_schema`: primary
    keys, unique version keys, foreign keys and indexes all on), in one transaction. On the initial build
    each fact is inserted the way any bulk load into PostgreSQL is best done, and the way our loader does
@@ -33,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from totesys_platform.redaction import redact_url  # noqa: E402
 from totesys_platform.source.contract import SOURCE_TABLES, TABLE_NAMES  # noqa: E402
-from totesys_platform.star_schema import DIMENSIONS, FACTS, TARGET_TABLES  # noqa: E402
+from totesys_platform.star_schema import (  # noqa: E402
+    DIMENSIONS, FACTS, TARGET_TABLES, TargetColumn, TargetTable,
+)
 from totesys_platform.warehouse.bulk_levers import (  # noqa: E402
     foreign_keys_validated_once, indexes_built_after, memory_raised,
 )
@@ -43,40 +46,28 @@ from totesys_platform.warehouse.schema import ensure_schema  # noqa: E402
 RAW, STAGE = "raw", "stage"
 COPY_CHUNK = 1 << 20
 
-# Warehouse column -> SQL over the source row `s` (constant text from this file, never user input).
-_VERSION = {
-    "created_date": "s.created_at::date", "created_time": "s.created_at::time(3)",
-    "last_updated_date": "s.last_updated::date", "last_updated_time": "s.last_updated::time(3)",
+# Each warehouse column as SQL over the source row `s` (its reference row `r`, when joined), derived from the
+# model's `how` (constant text from this file, never user input). A derivation missing here fails loudly.
+_SQL_OF: dict[str, str] = {
+    "copy": "{v}", "date_of": "{v}::date", "time_of": "{v}::time(3)", "text_date": "{v}::date",
     # A snapshot-to-snapshot baseline never sees a delete: no fact row is marked deleted.
     "deleted_at": "NULL::timestamp(3)",
+    "iso_4217_name": "iso.name",  # the ISO 4217 table joined as `iso` (see build_statements)
 }
-FACT_SOURCES: dict[str, tuple[str, dict[str, str]]] = {
-    "fact_sales_order": ("sales_order", {
-        **_VERSION, "sales_staff_id": "s.staff_id",
-        "agreed_payment_date": "s.agreed_payment_date::date", "agreed_delivery_date": "s.agreed_delivery_date::date",
-    }),
-    "fact_purchase_order": ("purchase_order", {
-        **_VERSION,
-        "agreed_payment_date": "s.agreed_payment_date::date", "agreed_delivery_date": "s.agreed_delivery_date::date",
-    }),
-    "fact_payment": ("payment", {**_VERSION, "payment_date": "s.payment_date::date"}),
-}
-# Simple dimensions: one source table each, columns renamed where needed.
-SIMPLE_DIMENSIONS: dict[str, tuple[str, dict[str, str]]] = {
-    "dim_location": ("address", {"location_id": "s.address_id"}),
-    "dim_design": ("design", {}),
-    "dim_payment_type": ("payment_type", {"payment_type_name": "s.payment_type_name::text"}),
-    "dim_transaction": ("transaction", {"transaction_type": "s.transaction_type::text"}),
-    "dim_currency": ("currency", {"currency_name": "iso.name"}),
-}
-_COUNTERPARTY = {
-    "counterparty_legal_address_line_1": "a.address_line_1", "counterparty_legal_address_line_2": "a.address_line_2",
-    "counterparty_legal_district": "a.district", "counterparty_legal_city": "a.city",
-    "counterparty_legal_postal_code": "a.postal_code", "counterparty_legal_country": "a.country",
-    "counterparty_legal_phone_number": "a.phone",
-}
-_STAFF = {"department_name": "d.department_name", "location": "d.location"}
-DATE_COLUMNS = ("created_date", "last_updated_date", "agreed_payment_date", "agreed_delivery_date", "payment_date")
+
+
+def column_sql(table: TargetTable, column: TargetColumn) -> sql.Composable:
+    if column.how not in _SQL_OF:
+        raise NotImplementedError(
+            f"bench/floor.py cannot build {table.name}.{column.name}: star_schema derives it by {column.how!r}, "
+            "which the floor has no SQL for; add it to _SQL_OF")
+    source, name = table.origin(column)
+    alias = "r" if table.join and source == table.join.table else "s"
+    return sql.SQL(_SQL_OF[column.how]).format(v=sql.Identifier(alias, name))
+
+
+def _select_list(table: TargetTable) -> sql.Composable:
+    return sql.SQL(", ").join(column_sql(table, c) for c in table.columns)
 
 
 def _iso_4217() -> tuple[list[str], list[str]]:
@@ -132,12 +123,6 @@ def copy_tables(source: psycopg.Connection, target: psycopg.Connection, into_sch
     return rows
 
 
-def _select_list(target: str, exprs: dict[str, str]) -> sql.Composable:
-    return sql.SQL(", ").join(
-        sql.SQL(exprs[c]) if c in exprs else sql.SQL("s.{}").format(sql.Identifier(c))
-        for c in TARGET_TABLES[target].column_names)
-
-
 def _latest(schema: str, table: str, incremental: bool) -> sql.Composable:
     """The source rows to build from: the table itself, or each key's latest version in a history."""
     if not incremental:
@@ -167,11 +152,12 @@ def build_statements(incremental: bool) -> list[tuple[str, sql.Composable]]:
     stmts: list[tuple[str, sql.Composable]] = []
     # dim_date: every day between the earliest and latest date any new fact row refers to.
     bounds = []
-    for fact, (table, exprs) in FACT_SOURCES.items():
-        for col in TARGET_TABLES[fact].column_names:
-            if col in DATE_COLUMNS:
+    for fact in FACTS:
+        table = TARGET_TABLES[fact]
+        for column in table.columns:
+            if column.references == "dim_date.date_id":
                 bounds.append(sql.SQL("SELECT min({e}) AS lo, max({e}) AS hi FROM {t} AS s").format(
-                    e=sql.SQL(exprs[col]), t=sql.Identifier(src, table)))
+                    e=column_sql(table, column), t=sql.Identifier(src, table.source)))
     stmts.append(("dim_date", sql.SQL(
         "INSERT INTO public.dim_date (date_id, year, month, day, day_of_week, day_name, month_name, quarter) "
         "SELECT d::date, extract(year FROM d)::int, extract(month FROM d)::int, extract(day FROM d)::int, "
@@ -179,31 +165,37 @@ def build_statements(incremental: bool) -> list[tuple[str, sql.Composable]]:
         "FROM (SELECT min(lo) AS lo, max(hi) AS hi FROM ({}) AS b) AS r, "
         "generate_series(r.lo, r.hi, interval '1 day') AS d ON CONFLICT (date_id) DO NOTHING"
     ).format(sql.SQL(" UNION ALL ").join(bounds))))
-    for target, (table, exprs) in SIMPLE_DIMENSIONS.items():
-        select = sql.SQL("SELECT {} FROM {} AS s").format(_select_list(target, exprs), _latest(src, table, incremental))
-        if target == "dim_currency":
-            select += sql.SQL(" JOIN unnest(%(iso_codes)s::text[], %(iso_names)s::text[]) AS iso(code, name) "
-                              "ON iso.code = s.currency_code")
-        stmts.append((target, _insert(target, select, incremental)))
-    # Joined dimensions: re-derived when either side changed (contract rule 5); partners from the raw history.
-    joined = (
-        ("dim_counterparty", "counterparty", "address", "legal_address_id", "address_id", "a", _COUNTERPARTY),
-        ("dim_staff", "staff", "department", "department_id", "department_id", "d", _STAFF),
-    )
-    for target, table, partner, fk, partner_pk, alias, exprs in joined:
-        select = sql.SQL("SELECT {} FROM {} AS s JOIN {} AS {} ON {}.{} = s.{}").format(
-            _select_list(target, exprs), _latest(RAW, table, incremental), _latest(RAW, partner, incremental),
-            sql.Identifier(alias), sql.Identifier(alias), sql.Identifier(partner_pk), sql.Identifier(fk))
-        if incremental:
-            select += sql.SQL(" WHERE s.{pk} IN (SELECT {pk} FROM {st}) OR s.{fk} IN (SELECT {ppk} FROM {sp})").format(
-                pk=sql.Identifier(SOURCE_TABLES[table].primary_key), st=sql.Identifier(STAGE, table),
-                fk=sql.Identifier(fk), ppk=sql.Identifier(partner_pk), sp=sql.Identifier(STAGE, partner))
-        stmts.append((target, _insert(target, select, incremental)))
-    for fact, (table, exprs) in FACT_SOURCES.items():
-        select = sql.SQL("SELECT {} FROM {} AS s").format(_select_list(fact, exprs), sql.Identifier(src, table))
+    for name in DIMENSIONS:
+        table = TARGET_TABLES[name]
+        if table.source is None:
+            continue  # dim_date, above
+        if table.join is None:
+            select = sql.SQL("SELECT {} FROM {} AS s").format(_select_list(table), _latest(src, table.source, incremental))
+        else:
+            # Re-derived when either side changed (contract rule 5); partners from the raw history.
+            reference, fk = table.join.table, table.join.foreign_key
+            reference_key = sql.Identifier(SOURCE_TABLES[reference].primary_key)
+            select = sql.SQL("SELECT {} FROM {} AS s JOIN {} AS r ON r.{} = s.{}").format(
+                _select_list(table), _latest(RAW, table.source, incremental), _latest(RAW, reference, incremental),
+                reference_key, sql.Identifier(fk))
+            if incremental:
+                select += sql.SQL(" WHERE s.{pk} IN (SELECT {pk} FROM {st}) OR s.{fk} IN (SELECT {rk} FROM {sr})").format(
+                    pk=sql.Identifier(SOURCE_TABLES[table.source].primary_key), st=sql.Identifier(STAGE, table.source),
+                    fk=sql.Identifier(fk), rk=reference_key, sr=sql.Identifier(STAGE, reference))
+        for column in table.columns:
+            if column.how == "iso_4217_name":
+                select += sql.SQL(" JOIN unnest(%(iso_codes)s::text[], %(iso_names)s::text[]) AS iso(code, name) "
+                                  "ON iso.code = s.{}").format(sql.Identifier(table.origin(column)[1]))
+        stmts.append((name, _insert(name, select, incremental)))
+    for fact in FACTS:
+        table = TARGET_TABLES[fact]
+        select = sql.SQL("SELECT {} FROM {} AS s").format(_select_list(table), sql.Identifier(src, table.source))
         stmts.append((fact, _insert(fact, select, incremental)))
-    assert {name for name, _ in stmts} == set(DIMENSIONS) | set(FACTS)
     return stmts
+
+
+def _hows(name: str) -> set[str]:
+    return {c.how for c in TARGET_TABLES[name].columns}
 
 
 def run(source_url: str, target_url: str, mode: str) -> dict:
@@ -237,10 +229,11 @@ def run(source_url: str, target_url: str, mode: str) -> dict:
                     sql.Identifier(RAW, table), sql.Identifier(STAGE, table)))
         inserted = {}
         for name, stmt in build_statements(incremental):
-            params = {"iso_codes": codes, "iso_names": names} if name == "dim_currency" else None
+            params = {"iso_codes": codes, "iso_names": names} if "iso_4217_name" in _hows(name) else None
             with ExitStack() as levers:
                 if name in FACTS and not incremental:
-                    fact, raw = TARGET_TABLES[name], sql.Identifier(RAW, FACT_SOURCES[name][0])
+                    fact = TARGET_TABLES[name]
+                    raw = sql.Identifier(RAW, fact.source)
                     levers.enter_context(memory_raised(target))
                     levers.enter_context(foreign_keys_validated_once(
                         target, fact, lambda: _check_references(target, fact, raw)))

@@ -24,8 +24,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from totesys_platform.redaction import redact_url  # noqa: E402
-from totesys_platform.source.contract import TABLE_NAMES  # noqa: E402
-from totesys_platform.star_schema import TARGET_TABLES  # noqa: E402
+from totesys_platform.source.contract import SOURCE_TABLES, TABLE_NAMES  # noqa: E402
+from totesys_platform.star_schema import FACTS, TARGET_TABLES, TargetColumn, TargetTable  # noqa: E402
 from totesys_platform.warehouse.schema import ensure_schema  # noqa: E402
 
 STATE = "bench_pandas"
@@ -52,60 +52,73 @@ def _upsert_method(kind: str, natural_key: str):
     return method
 
 
-def _split(df: pd.DataFrame, column: str, prefix: str) -> None:
-    ts = pd.to_datetime(df[column])
-    df[f"{prefix}_date"] = ts.dt.date
-    df[f"{prefix}_time"] = ts.dt.time
-
-
-def _dates(series: pd.Series) -> pd.Series:
-    return pd.to_datetime(series, format="%Y-%m-%d").dt.date
-
-
 def _latest(df: pd.DataFrame, key: str) -> pd.DataFrame:
     return df.sort_values("last_updated").drop_duplicates(key, keep="last")
 
 
-def transform(frames: dict[str, pd.DataFrame], reference: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """The 11 warehouse tables from the new rows (`frames`) and the full reference tables."""
-    import pycountry
+def _iso_4217_names(codes: pd.Series) -> pd.Series:
+    import pycountry  # the same maintained table the platform uses (contract rule 9)
 
-    iso = {c.alpha_3: c.name for c in pycountry.currencies}
+    return codes.map({c.alpha_3: c.name for c in pycountry.currencies})
+
+
+# Each warehouse column from its source column `v` (a Series of the rows), by the model's `how`.
+_PANDAS_OF = {
+    "copy": lambda v: v,
+    "date_of": lambda v: pd.to_datetime(v).dt.date,
+    "time_of": lambda v: pd.to_datetime(v).dt.time,
+    "text_date": lambda v: pd.to_datetime(v, format="%Y-%m-%d").dt.date,
+    "iso_4217_name": _iso_4217_names,
+}
+REFERENCE_PREFIX = "ref."  # a joined dimension's reference columns, kept apart from the main row's
+
+
+def _column(table: TargetTable, column: TargetColumn, rows: pd.DataFrame) -> pd.Series:
+    if column.how == "deleted_at":  # a snapshot baseline sees no delete
+        return pd.Series(pd.NaT, index=rows.index, dtype="datetime64[ms]")
+    if column.how not in _PANDAS_OF:
+        raise NotImplementedError(
+            f"bench/pandas_seed.py cannot build {table.name}.{column.name}: star_schema derives it by "
+            f"{column.how!r}, which the pandas approach has no transform for; add it to _PANDAS_OF")
+    source, name = table.origin(column)
+    if table.join and source == table.join.table:
+        name = REFERENCE_PREFIX + name
+    return _PANDAS_OF[column.how](rows[name])
+
+
+def _source_rows(table: TargetTable, frames: dict[str, pd.DataFrame],
+                 reference: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The rows a target table is built from: every new version (facts), each new key's latest (dimensions),
+    or, joined, each current main row whose own row or reference row changed (contract rule 5)."""
+    key = SOURCE_TABLES[table.source].primary_key
+    if table.kind == "fact":
+        return frames[table.source]
+    if table.join is None:
+        return _latest(frames[table.source], key)
+    partner, fk = table.join.table, table.join.foreign_key
+    partner_key = SOURCE_TABLES[partner].primary_key
+    main = _latest(reference[table.source], key)
+    main = main[main[key].isin(frames[table.source][key]) | main[fk].isin(frames[partner][partner_key])]
+    partners = _latest(reference[partner], partner_key).add_prefix(REFERENCE_PREFIX)
+    return main.merge(partners, left_on=fk, right_on=REFERENCE_PREFIX + partner_key)
+
+
+def reference_tables() -> set[str]:
+    """The source tables read in full: both sides of each joined dimension."""
+    return {name for t in TARGET_TABLES.values() if t.join for name in (t.source, t.join.table)}
+
+
+def transform(frames: dict[str, pd.DataFrame], reference: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The warehouse tables from the new rows (`frames`) and the full reference tables, column by column
+    from the model (`star_schema`)."""
     out: dict[str, pd.DataFrame] = {}
-    out["dim_location"] = _latest(frames["address"], "address_id").rename(columns={"address_id": "location_id"})
-    out["dim_design"] = _latest(frames["design"], "design_id")
-    currency = _latest(frames["currency"], "currency_id")
-    out["dim_currency"] = currency.assign(currency_name=currency["currency_code"].map(iso))
-    out["dim_payment_type"] = _latest(frames["payment_type"], "payment_type_id")
-    out["dim_transaction"] = _latest(frames["transaction"], "transaction_id")
-    # Counterparty and staff are re-derived when either side changed (contract rule 5).
-    address = _latest(reference["address"], "address_id")
-    counterparty = _latest(reference["counterparty"], "counterparty_id")
-    counterparty = counterparty[counterparty["counterparty_id"].isin(frames["counterparty"]["counterparty_id"])
-                                | counterparty["legal_address_id"].isin(frames["address"]["address_id"])]
-    merged = counterparty.merge(address, left_on="legal_address_id", right_on="address_id")
-    out["dim_counterparty"] = merged.rename(columns={
-        "address_line_1": "counterparty_legal_address_line_1", "address_line_2": "counterparty_legal_address_line_2",
-        "district": "counterparty_legal_district", "city": "counterparty_legal_city",
-        "postal_code": "counterparty_legal_postal_code", "country": "counterparty_legal_country",
-        "phone": "counterparty_legal_phone_number"})
-    department = _latest(reference["department"], "department_id")
-    staff = _latest(reference["staff"], "staff_id")
-    staff = staff[staff["staff_id"].isin(frames["staff"]["staff_id"])
-                  | staff["department_id"].isin(frames["department"]["department_id"])]
-    out["dim_staff"] = staff.merge(department, on="department_id")
-    for fact, table in (("fact_sales_order", "sales_order"), ("fact_purchase_order", "purchase_order"),
-                        ("fact_payment", "payment")):
-        df = frames[table].copy()
-        _split(df, "created_at", "created")
-        _split(df, "last_updated", "last_updated")
-        for col in ("agreed_delivery_date", "agreed_payment_date", "payment_date"):
-            if col in df:
-                df[col] = _dates(df[col])
-        df["deleted_at"] = pd.Series(pd.NaT, index=df.index, dtype="datetime64[ms]")  # a snapshot baseline sees no delete
-        out[fact] = df.rename(columns={"staff_id": "sales_staff_id"}) if fact == "fact_sales_order" else df
-    dates = pd.concat([out[f][c] for f in ("fact_sales_order", "fact_purchase_order", "fact_payment")
-                       for c in TARGET_TABLES[f].column_names if c.endswith("_date") and c in out[f]])
+    for name, table in TARGET_TABLES.items():
+        if table.source is None:
+            continue  # dim_date, below
+        rows = _source_rows(table, frames, reference)
+        out[name] = pd.DataFrame({c.name: _column(table, c, rows) for c in table.columns}, index=rows.index)
+    dates = pd.concat([out[f][c.name] for f in FACTS for c in TARGET_TABLES[f].columns
+                       if c.references == "dim_date.date_id"])
     if len(dates):
         days = pd.date_range(min(dates), max(dates), freq="D")
         out["dim_date"] = pd.DataFrame({
@@ -117,8 +130,7 @@ def transform(frames: dict[str, pd.DataFrame], reference: dict[str, pd.DataFrame
     return {name: df[TARGET_TABLES[name].column_names] for name, df in out.items()}
 
 
-LOAD_ORDER = ("dim_date", "dim_location", "dim_design", "dim_currency", "dim_payment_type", "dim_transaction",
-              "dim_counterparty", "dim_staff", "fact_sales_order", "fact_purchase_order", "fact_payment")
+LOAD_ORDER = sorted(TARGET_TABLES, key=lambda t: TARGET_TABLES[t].kind != "dimension")  # dimensions first (rule 7)
 
 
 def run(source_url: str, target_url: str, mode: str) -> dict:
@@ -140,7 +152,7 @@ def run(source_url: str, target_url: str, mode: str) -> dict:
             if mode == "tick" and marks.get(table) is not None:
                 query = query.where(sa.column("last_updated") > marks[table])
             frames[table] = pd.read_sql(query, conn)
-        for table in ("address", "counterparty", "department", "staff"):
+        for table in sorted(reference_tables()):
             reference[table] = (frames[table] if mode == "initial"
                                 else pd.read_sql(sa.select(sa.text("*")).select_from(sa.table(table)), conn))
     timings["read_s"] = time.monotonic() - started
