@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from importlib import resources
-from typing import Callable
+from typing import Callable, Mapping
 
 import psycopg
 from psycopg import sql
@@ -26,7 +26,7 @@ from totesys_platform.local.simulator.reference import (
     REFERENCE_CREATED_AT, REFUND_SHARE, SALES_ORDERS_AT_SCALE_1, WHOLE_SECOND_SHARE, _design_step_ms,
     _load_reference_data,
 )
-from totesys_platform.source.contract import PAYMENT_TYPE_NAMES, TABLE_NAMES
+from totesys_platform.source.contract import PAYMENT_TYPE_NAMES, SOURCE_TABLES, TABLE_NAMES, SourceTable
 
 Progress = Callable[[str], None]
 
@@ -39,8 +39,28 @@ def schema_sql() -> str:
 
 
 def create_schema(conn: psycopg.Connection) -> None:
-    """Create the 11 totesys tables, the two enums and `_prisma_migrations` (fails if they exist)."""
+    """Create the totesys tables, the two enums and `_prisma_migrations` (fails if they exist).
+
+    The DDL is production's (keys, defaults, foreign keys) for the tables the simulator fills; a contract table
+    it does not know yet is created from the contract alone (columns, types, NOT NULL, primary key) and left
+    empty, so a new source table needs no change here to be extracted.
+    """
     conn.execute(schema_sql())
+    created = {row[0] for row in conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+    for name in TABLE_NAMES:
+        if name not in created:
+            conn.execute(contract_table_ddl(SOURCE_TABLES[name]))
+
+
+def contract_table_ddl(table: SourceTable) -> sql.Composable:
+    """CREATE TABLE for a contract table: its columns with their exact types (constants of the contract)."""
+    columns = [
+        sql.SQL("{} {}{}").format(
+            sql.Identifier(c.name), sql.SQL(c.pg_type),
+            sql.SQL(" PRIMARY KEY" if c.name == table.primary_key else "" if c.nullable else " NOT NULL"))
+        for c in table.columns]
+    return sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(table.name), sql.SQL(", ").join(columns))
 
 
 def _u(key: str, salt: int) -> str:
@@ -206,23 +226,19 @@ def _stream_history(reader: psycopg.Connection, writer: psycopg.Connection, para
 
 @dataclass(frozen=True)
 class SeedCounts:
-    """Rows per table after seeding."""
+    """Rows per table after seeding: `counts.rows["sales_order"]`, or `counts.sales_order`."""
 
-    address: int
-    counterparty: int
-    currency: int
-    department: int
-    design: int
-    payment: int
-    payment_type: int
-    purchase_order: int
-    sales_order: int
-    staff: int
-    transaction: int
+    rows: Mapping[str, int]
     seconds: float = field(default=0.0, compare=False)
 
+    def __getattr__(self, table: str) -> int:
+        try:
+            return self.__dict__["rows"][table]
+        except KeyError:
+            raise AttributeError(f"SeedCounts has no table {table!r}") from None
+
     def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "seconds"}
+        return dict(self.rows)
 
 
 def _count_rows(conn: psycopg.Connection) -> dict[str, int]:
@@ -244,7 +260,7 @@ def _existing_tables(conn: psycopg.Connection) -> set[str]:
 def ensure_schema(conn: psycopg.Connection, url: str) -> bool:
     """Create the totesys schema if the database has none of its tables; True if it was created.
 
-    A database with only some of the 11 tables is refused: it is neither totesys nor empty.
+    A database with only some of the contract tables is refused: it is neither totesys nor empty.
     """
     existing = _existing_tables(conn)
     if not existing:
@@ -347,7 +363,7 @@ def seed(
     progress(f"seeded {counts['sales_order']:,} sales orders, {counts['purchase_order']:,} purchase orders, "
              f"{counts['payment']:,} payments in {elapsed:.1f} s"
              + ("" if unchecked else " (foreign keys checked row by row: seeding as a superuser is faster)"))
-    return SeedCounts(**counts, seconds=elapsed)
+    return SeedCounts(counts, seconds=elapsed)
 
 
 def _reset_sequences(conn: psycopg.Connection) -> None:
