@@ -128,7 +128,7 @@ def render(result: dict) -> str:
              f"{verdict}, {detection:.2f} s.", "",
              "| what | median s | min-max s |", "|---|---|---|"]
     parts = [("a run with nothing deleted (no ids compared: the cost of every tick)", "quiet_run_s"),
-             ("reading the 11 tables' delete markers (before each snapshot)", "markers_s"),
+             ("reading the tables' delete markers (before each snapshot)", "markers_s"),
              ("the source's ids (one aggregate, parsed by Arrow)", "source_ids_s"),
              ("the ids alive in the archive (three columns of the Delta table)", "live_ids_s"),
              ("their difference", "difference_s"),

@@ -1,4 +1,4 @@
-"""dlt's extract-and-load of the 11 totesys tables into PostgreSQL, for comparison.
+"""dlt's extract-and-load of the totesys tables into PostgreSQL, for comparison.
 
 `sql_database` source with the pyarrow backend, an incremental cursor on `last_updated` per table,
 append write disposition (every version kept, like our ingestion zone), CSV load files (PostgreSQL

@@ -802,7 +802,7 @@ def render_report(options: Options, output: Path, machine: dict, records: list[R
     add("")
     add("## Consistency check")
     add("")
-    add("Rows in each target after the last run of the scale (dlt: its raw copies of the 11 source tables). "
+    add("Rows in each target after the last run of the scale (dlt: its raw copies of the source tables). "
         "The floor, the seeds and ours build the same star schema from the same source, so their fact and "
         "dimension counts must agree (dim_date may differ: each covers its own date range).")
     add("")

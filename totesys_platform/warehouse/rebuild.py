@@ -1,6 +1,6 @@
 """Rebuild the warehouse from the lake alone (plain logic, no Dagster).
 
-Empties the 11 tables and loads every row of the processed zone's tables again, dimensions before facts, in
+Empties the warehouse tables and loads every row of the processed zone's tables again, dimensions before facts, in
 ONE transaction: readers see the old warehouse until the new one is complete. The load state records the
 processed table version each table was rebuilt from, so the next runs carry on from there.
 """

@@ -304,7 +304,7 @@ def set_load_state(conn: psycopg.Connection, table: str, position: Position) -> 
 
 
 def reset_warehouse(conn: psycopg.Connection) -> None:
-    """Empty the 11 tables and the load state, keeping the schema (for a rebuild from the lake)."""
+    """Empty the warehouse tables and the load state, keeping the schema (for a rebuild from the lake)."""
     with conn.transaction():
         conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
             sql.SQL(", ").join(_ident(TABLE_SCHEMA, name) for name in TARGET_TABLES)))

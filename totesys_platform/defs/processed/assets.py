@@ -1,4 +1,4 @@
-"""Processed-zone assets: the 11 star-schema tables as Delta tables, built incrementally from the ingestion zone."""
+"""Processed-zone assets: the star-schema tables as Delta tables, built incrementally from the ingestion zone."""
 
 import dagster as dg
 

@@ -1,4 +1,4 @@
-"""Warehouse assets: the 11 star-schema tables in PostgreSQL, loaded from the processed zone by the IO manager."""
+"""Warehouse assets: the star-schema tables in PostgreSQL, loaded from the processed zone by the IO manager."""
 
 from datetime import timedelta
 
