@@ -121,7 +121,9 @@ def test_ensure_schema_twice_is_a_no_op(conn):
         (2, "load state: commit id of the processed batch loaded through"),
         (3, "load state: the processed Delta table, version and commit time loaded through"),
         (4, "facts: deleted_at (when the source row was seen deleted); current views leave deleted orders and "
-            "payments out")]
+            "payments out"),
+        (5, "facts: the current views read the version key's index backwards; the (id, last_updated DESC) indexes "
+            "are dropped")]
 
 
 def test_ensure_schema_on_an_idle_connection_commits(warehouse_url):
@@ -156,7 +158,8 @@ def test_concurrent_ensure_schema_calls_serialise(warehouse_url):
 def test_a_newer_schema_version_is_refused(conn):
     conn.execute("INSERT INTO totesys_meta.schema_migrations (version, description) VALUES (99, 'future')")
     conn.commit()
-    with pytest.raises(WarehouseSchemaError, match=r"schema version\(s\) \[99\], newer than this code knows \(4\)"):
+    with pytest.raises(WarehouseSchemaError,
+                       match=rf"schema version\(s\) \[99\], newer than this code knows \({LATEST_VERSION}\)"):
         ensure_schema(conn)
 
 
@@ -210,6 +213,48 @@ def test_a_current_view_that_drifted_from_star_schema_is_reported(conn):
     assert schema_drift(conn) == [
         "view fact_payment_current has columns payment_record_id, payment_id, expected "
         + ", ".join(["payment_record_id", *TARGET_TABLES["fact_payment"].current_columns])]
+
+
+def _plan(conn, query: str) -> str:
+    return "\n".join(row[0] for row in conn.execute("EXPLAIN " + query))
+
+
+@pytest.mark.parametrize("fact", FACTS)
+def test_a_current_view_reads_the_version_key_index_backwards_without_a_sort(conn, fact):
+    """The view needs no index of its own: the fact's unique version key, read backwards, gives each id's
+    latest version first (forced onto the index here: on a tiny table the planner would scan the heap)."""
+    indexes = {row[0] for row in conn.execute(
+        "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s::regclass", (f"public.{fact}",))}
+    assert f"ix_{fact}_latest" not in indexes and f"{fact}_version_key" in indexes
+    conn.execute("SET LOCAL enable_seqscan = off")
+    conn.execute("SET LOCAL enable_bitmapscan = off")
+    plan = _plan(conn, f"SELECT * FROM {fact}_current")
+    assert f"Index Scan Backward using {fact}_version_key" in plan and "Sort" not in plan, plan
+    natural = TARGET_TABLES[fact].natural_key
+    plan = _plan(conn, f"SELECT * FROM {fact}_current WHERE {natural} = 7")
+    assert f"using {fact}_version_key" in plan and "Sort" not in plan, plan
+
+
+def test_migration_5_drops_the_latest_indexes_of_a_version_4_warehouse_and_keeps_its_rows(conn):
+    load_dimensions(conn)
+    load_table(conn, "fact_sales_order", arrow("fact_sales_order", [
+        sales_row(1, T1, units_sold=1), sales_row(1, T2, units_sold=2)]), "append_versions")
+    # Back to what version 4 left: the old views (ascending id) and their own indexes.
+    for fact in FACTS:
+        table = TARGET_TABLES[fact]
+        natural, date_col, time_col = table.version_key
+        conn.execute(f"CREATE INDEX ix_{fact}_latest ON {fact} ({natural}, {date_col} DESC, {time_col} DESC)")
+        definition = conn.execute("SELECT pg_get_viewdef(%s::regclass)", (f"{fact}_current",)).fetchone()[0]
+        conn.execute(f"CREATE OR REPLACE VIEW {fact}_current AS "
+                     + definition.replace(f"{natural} DESC,", f"{natural},", 1))
+    conn.execute("DELETE FROM totesys_meta.schema_migrations WHERE version = 5")
+    conn.commit()
+    assert ensure_schema(conn) == LATEST_VERSION
+    leftovers = conn.execute(
+        "SELECT count(*) FROM pg_class WHERE relname LIKE 'ix\\_fact\\_%\\_latest'").fetchone()[0]
+    assert leftovers == 0
+    assert conn.execute("SELECT sales_order_id, units_sold FROM fact_sales_order_current").fetchall() == [(1, 2)]
+    assert conn.execute("SELECT count(*) FROM fact_sales_order").fetchone() == (2,)
 
 
 def test_current_view_breaks_same_day_ties_by_time(conn):

@@ -68,7 +68,7 @@ def indexes_built_after(
     """Drop the fact's plain secondary indexes (and, with `keys`, its primary key and its version key's UNIQUE
     constraint) around a bulk insert, then build them again, in the caller's transaction.
 
-    Inserting a row updates every index of the table (12 per fact); building an index once over the loaded
+    Inserting a row updates every index of the table (9 to 11 per fact); building an index once over the loaded
     table sorts instead, several times cheaper for a big batch. The definitions (and comments) are read from
     the catalog (`pg_get_indexdef`, `pg_get_constraintdef`), so whatever indexes the table has are restored
     as they were. Kept in place unless `keys` (into an empty fact): the primary key and the version key (the
