@@ -32,13 +32,13 @@ from psycopg import sql
 from totesys_platform.defs.automation.checks import ALL_CHECKS
 from totesys_platform.local import simulator
 from totesys_platform.star_schema import DIMENSIONS
+from totesys_platform.warehouse.validation import FACT_SOURCES
 from totesys_platform_tests.test_reliability_faults import ASSETS, Stack, warehouse_tables
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "40"))
 SOAK_SEED = int(os.environ.get("SOAK_SEED", str(int(time.time()))))
 SIM_START = datetime(2023, 7, 3, 7, 0, 0, 0)
 SIM_STEP = timedelta(seconds=1)  # simulated time per writer step: keeps late commits inside the look-back
-FACT_SOURCES = {"fact_sales_order": "sales_order", "fact_purchase_order": "purchase_order", "fact_payment": "payment"}
 _SNAPSHOT = re.compile(r"\(snapshot ([0-9]+:[0-9]+:[0-9,]*)\)")
 
 AUDIT_DDL = """

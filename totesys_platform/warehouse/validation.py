@@ -15,11 +15,13 @@ from totesys_platform.lake.ingestion.reconcile import last_per_key
 from totesys_platform.lake.delta import LakeZone, Snapshot
 from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.lake.quarantine import drop_quarantined, quarantined_versions
-from totesys_platform.star_schema import DELETED_AT, TARGET_TABLES
+from totesys_platform.source.contract import SOURCE_TABLES
+from totesys_platform.star_schema import DELETED_AT, FACTS, TARGET_TABLES
 from totesys_platform.warehouse.reads import read_query, read_table
 from totesys_platform.warehouse.schema import META_SCHEMA, SCHEMA_LOCK_KEY, TABLE_SCHEMA
 
-FACT_SOURCES = {"fact_sales_order": "sales_order", "fact_purchase_order": "purchase_order", "fact_payment": "payment"}
+# Each fact's source table, and each dimension's (with its key), read off the model.
+FACT_SOURCES: dict[str, str] = {fact: TARGET_TABLES[fact].source for fact in FACTS}
 SAMPLE = 10
 
 
@@ -287,12 +289,9 @@ def record_references_validated(conn: psycopg.Connection, fact: str, rows: int) 
     _advance_reference_mark(conn, fact, int(high), int(filenode), rows)
 
 
-DIMENSION_SOURCES = {
-    "dim_staff": ("staff", "staff_id"), "dim_location": ("address", "address_id"),
-    "dim_currency": ("currency", "currency_id"), "dim_design": ("design", "design_id"),
-    "dim_counterparty": ("counterparty", "counterparty_id"), "dim_payment_type": ("payment_type", "payment_type_id"),
-    "dim_transaction": ("transaction", "transaction_id"),
-}
+DIMENSION_SOURCES: dict[str, tuple[str, str]] = {
+    t.name: (t.source, SOURCE_TABLES[t.source].primary_key)
+    for t in TARGET_TABLES.values() if t.kind == "dimension" and t.source is not None}
 
 
 def dimension_reconciliation(conn: psycopg.Connection, ingestion: LakeZone, dim: str) -> tuple[int, int]:
