@@ -56,14 +56,18 @@ _SQL_OF: dict[str, str] = {
 }
 
 
+def _source_value(table: TargetTable, column: TargetColumn) -> sql.Identifier:
+    """The source column a target column derives from, as `s.<col>` (the main row) or `r.<col>` (the joined one)."""
+    source, name = table.origin(column)
+    return sql.Identifier("r" if table.join and source == table.join.table else "s", name)
+
+
 def column_sql(table: TargetTable, column: TargetColumn) -> sql.Composable:
     if column.how not in _SQL_OF:
         raise NotImplementedError(
             f"bench/floor.py cannot build {table.name}.{column.name}: star_schema derives it by {column.how!r}, "
             "which the floor has no SQL for; add it to _SQL_OF")
-    source, name = table.origin(column)
-    alias = "r" if table.join and source == table.join.table else "s"
-    return sql.SQL(_SQL_OF[column.how]).format(v=sql.Identifier(alias, name))
+    return sql.SQL(_SQL_OF[column.how]).format(v=_source_value(table, column))
 
 
 def _select_list(table: TargetTable) -> sql.Composable:
@@ -170,22 +174,25 @@ def build_statements(incremental: bool) -> list[tuple[str, sql.Composable]]:
         if table.source is None:
             continue  # dim_date, above
         if table.join is None:
-            select = sql.SQL("SELECT {} FROM {} AS s").format(_select_list(table), _latest(src, table.source, incremental))
+            rows = sql.SQL("{} AS s").format(_latest(src, table.source, incremental))
         else:
             # Re-derived when either side changed (contract rule 5); partners from the raw history.
             reference, fk = table.join.table, table.join.foreign_key
             reference_key = sql.Identifier(SOURCE_TABLES[reference].primary_key)
-            select = sql.SQL("SELECT {} FROM {} AS s JOIN {} AS r ON r.{} = s.{}").format(
-                _select_list(table), _latest(RAW, table.source, incremental), _latest(RAW, reference, incremental),
-                reference_key, sql.Identifier(fk))
-            if incremental:
-                select += sql.SQL(" WHERE s.{pk} IN (SELECT {pk} FROM {st}) OR s.{fk} IN (SELECT {rk} FROM {sr})").format(
-                    pk=sql.Identifier(SOURCE_TABLES[table.source].primary_key), st=sql.Identifier(STAGE, table.source),
-                    fk=sql.Identifier(fk), rk=reference_key, sr=sql.Identifier(STAGE, reference))
-        for column in table.columns:
-            if column.how == "iso_4217_name":
-                select += sql.SQL(" JOIN unnest(%(iso_codes)s::text[], %(iso_names)s::text[]) AS iso(code, name) "
-                                  "ON iso.code = s.{}").format(sql.Identifier(table.origin(column)[1]))
+            rows = sql.SQL("{} AS s JOIN {} AS r ON r.{} = s.{}").format(
+                _latest(RAW, table.source, incremental), _latest(RAW, reference, incremental), reference_key,
+                sql.Identifier(fk))
+        iso_columns = [c for c in table.columns if c.how == "iso_4217_name"]
+        if len(iso_columns) > 1:
+            raise NotImplementedError(f"bench/floor.py joins one ISO 4217 column per table; {name} has more")
+        for column in iso_columns:
+            rows += sql.SQL(" JOIN unnest(%(iso_codes)s::text[], %(iso_names)s::text[]) AS iso(code, name) "
+                            "ON iso.code = {}").format(_source_value(table, column))
+        select = sql.SQL("SELECT {} FROM ").format(_select_list(table)) + rows
+        if table.join is not None and incremental:
+            select += sql.SQL(" WHERE s.{pk} IN (SELECT {pk} FROM {st}) OR s.{fk} IN (SELECT {rk} FROM {sr})").format(
+                pk=sql.Identifier(SOURCE_TABLES[table.source].primary_key), st=sql.Identifier(STAGE, table.source),
+                fk=sql.Identifier(fk), rk=reference_key, sr=sql.Identifier(STAGE, reference))
         stmts.append((name, _insert(name, select, incremental)))
     for fact in FACTS:
         table = TARGET_TABLES[fact]
