@@ -33,10 +33,17 @@ STATE_SCHEMA = pa.schema([
 ])
 
 # Every date a fact references (its created/last_updated timestamps and its text business dates), read off
-# the model: the source column of each fact column that is a dim_date foreign key.
+# the model: the source column of each fact column that is a dim_date foreign key, and how it becomes a date.
 DATE_COLUMNS: dict[str, tuple[str, ...]] = {}
-for _source, _column in star_schema.date_sources():
-    DATE_COLUMNS[_source] = (*DATE_COLUMNS.get(_source, ()), _column)
+DATE_HOWS: dict[tuple[str, str], str] = {}
+for _fact in star_schema.FACTS:
+    _table = star_schema.TARGET_TABLES[_fact]
+    for _column in _table.columns:
+        if _column.references == "dim_date.date_id":
+            _source, _name = _table.origin(_column)
+            if _name not in DATE_COLUMNS.get(_source, ()):
+                DATE_COLUMNS[_source] = (*DATE_COLUMNS.get(_source, ()), _name)
+            DATE_HOWS[(_source, _name)] = _column.how
 
 def input_columns() -> dict[str, tuple[str, ...]]:
     """What dim_date reads of each input: the key (to name a bad row) and the date columns (last_updated too)."""
@@ -56,10 +63,13 @@ def _referenced_dates(inputs: Mapping[str, pa.Table]) -> list[pa.ChunkedArray]:
         rows = source_rows(NAME, inputs, source, columns=input_columns()[source])
         key = contract.SOURCE_TABLES[source].primary_key
         for column in columns:
-            if rows.schema.field(column).type == pa.string():
+            how = DATE_HOWS[(source, column)]
+            if how == "text_date":
                 dates.append(parse_text_dates(NAME, source, rows, column, key))
-            else:
+            elif how == "date_of":
                 dates.append(pc.cast(rows.column(column), pa.date32()))
+            else:
+                raise NotImplementedError(f"dim_date cannot read a date derived by {how!r} ({source}.{column})")
     return dates
 
 
