@@ -97,16 +97,18 @@ def _fact_indexes(table: TargetTable) -> list[sql.Composable]:
     return stmts
 
 
-def _create_current_view(table: TargetTable) -> sql.Composable:
+def _create_current_view(table: TargetTable, *, id_descending: bool = True) -> sql.Composable:
     """Each id's latest version, unless that version was seen deleted (contract section 3, rule 6).
 
     Ordered by the whole version key descending, so a backward scan of the version key's unique index gives
-    each id's latest version first: no index of its own is needed (migration 5)."""
+    each id's latest version first: no index of its own is needed (migration 5). Migrations 1 and 4 keep the
+    ascending id they were applied with (`id_descending=False`)."""
     cols = sql.SQL(", ").join(map(_ident, [table.surrogate_key, *table.current_columns]))
     natural, date_col, time_col = table.version_key
     return sql.SQL(
         "CREATE VIEW {view} AS SELECT {cols} FROM (SELECT DISTINCT ON ({nk}) {cols}, {deleted} FROM {fact} "
-        "ORDER BY {nk} DESC, {d} DESC, {t} DESC) AS latest WHERE {deleted} IS NULL"
+        "ORDER BY {nk}" + (" DESC" if id_descending else "") + ", {d} DESC, {t} DESC) AS latest "
+        "WHERE {deleted} IS NULL"
     ).format(
         view=_ident(TABLE_SCHEMA, current_view_name(table.name)), nk=_ident(natural), cols=cols,
         deleted=_ident(DELETED_AT), fact=_ident(TABLE_SCHEMA, table.name), d=_ident(date_col), t=_ident(time_col),
@@ -121,7 +123,7 @@ def _deletions_migration() -> Migration:
             sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} timestamp(3)").format(
                 _ident(TABLE_SCHEMA, fact.name), _ident(DELETED_AT)),
             sql.SQL("DROP VIEW IF EXISTS {}").format(_ident(TABLE_SCHEMA, current_view_name(fact.name))),
-            _create_current_view(fact),
+            _create_current_view(fact, id_descending=False),
         ]
     return Migration(4, "facts: deleted_at (when the source row was seen deleted); current views leave deleted "
                         "orders and payments out", tuple(statements))
@@ -145,7 +147,7 @@ def _initial_migration() -> Migration:
     tables = list(TARGET_TABLES.values())
     statements: list[sql.Composable] = [_create_table(t) for t in tables if t.kind == "dimension"]
     for fact in (TARGET_TABLES[name] for name in FACTS):
-        statements += [_create_table(fact), *_fact_indexes(fact), _create_current_view(fact)]
+        statements += [_create_table(fact), *_fact_indexes(fact), _create_current_view(fact, id_descending=False)]
     statements.append(sql.SQL(
         "CREATE TABLE {} (table_name text PRIMARY KEY, processed_seq bigint NOT NULL, loaded_at timestamptz)"
     ).format(_ident(META_SCHEMA, "load_state")))
