@@ -42,8 +42,8 @@ class TargetColumn:
     sql_type: str
     nullable: bool = False
     references: str | None = None  # "dim_table.column" for a foreign key
-    # The source column it derives from: a column of the table's `source`, or "table.column" of its joined
-    # `reference` table; None: the column of the same name in `source` (or nothing, for dim_date's calendar).
+    # The source column it derives from: a column of the table's `source`, or "table.column" of the table it
+    # is joined to (`join`); None: the column of the same name in `source` (or nothing, for dim_date's calendar).
     source: str | None = None
     how: How = "copy"
 

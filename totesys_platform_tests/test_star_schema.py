@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from totesys_platform import star_schema
-from totesys_platform.lake.processed import dimensions, facts, transforms
+from totesys_platform.lake.processed import dimensions, facts
 from totesys_platform.source import contract
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,16 +41,16 @@ def test_every_derivation_of_the_model_is_done_by_the_processed_zone_the_floor_a
         assert how in pandas_seed._PANDAS_OF or how == "deleted_at", how
 
 
-def test_lineage_is_read_off_the_model():
-    lineage = transforms.COLUMN_LINEAGE
-    assert lineage["fact_sales_order"]["sales_staff_id"] == [("sales_order", "staff_id")]
-    assert lineage["fact_payment"]["created_time"] == [("payment", "created_at")]
-    assert lineage["dim_location"]["location_id"] == [("address", "address_id")]
-    assert lineage["dim_currency"]["currency_name"] == [("currency", "currency_code")]
-    assert lineage["dim_staff"]["location"] == [("department", "location"), ("staff", "department_id")]
-    for name, table in star_schema.TARGET_TABLES.items():
-        assert list(lineage[name]) == table.column_names
-        assert transforms.PROCESSED_SPECS[name].inputs == table.inputs
+def test_lineage_and_dim_date_follow_a_column_s_source_in_the_model(monkeypatch):
+    """Pointing a column at another source column in the model alone changes its lineage and what dim_date reads."""
+    from totesys_platform.lake.processed import dates
+    payment = _with_column(star_schema.TARGET_TABLES["fact_payment"], "payment_date", source="created_at",
+                           how="date_of")
+    monkeypatch.setitem(star_schema.TARGET_TABLES, "fact_payment", payment)
+    assert facts.fact_lineage("fact_payment")["payment_date"] == [("payment", "created_at")]
+    assert ("payment", "payment_date") not in star_schema.date_sources()
+    assert dates.DATE_HOWS[("sales_order", "agreed_payment_date")] == "text_date"
+    assert dates.DATE_HOWS[("payment", "created_at")] == "date_of"
 
 
 def test_a_derivation_unknown_to_a_builder_the_floor_or_pandas_fails_loudly(monkeypatch):

@@ -103,9 +103,7 @@ class JoinedDimensionRecipe:
         return pa.schema([full.field(name) for name in dict.fromkeys(names)])
 
 
-# The dimensions read from one source table, and those joined to a second one.
-SINGLE_SOURCE_DIMENSIONS: tuple[str, ...] = tuple(
-    t.name for t in star_schema.TARGET_TABLES.values() if t.kind == "dimension" and t.source and not t.join)
+# The dimensions joined to a second source table.
 JOINED_DIMENSION_RECIPES: dict[str, JoinedDimensionRecipe] = {
     t.name: JoinedDimensionRecipe.of(t) for t in star_schema.TARGET_TABLES.values() if t.join}
 

@@ -31,8 +31,6 @@ _DERIVE: dict[str, Callable[[str, str, pa.Table, str], pa.ChunkedArray]] = {
     # The batch time has microseconds; facts keep milliseconds (truncated, where PostgreSQL would round).
     "deleted_at": lambda fact, source, rows, column: rows.column(column).cast(pa.timestamp("ms"), safe=False),
 }
-FACTS: tuple[str, ...] = star_schema.FACTS
-
 
 def _differs(a: pa.Array, b: pa.Array) -> pa.Array:
     """Element-wise 'not the same value', NULL-aware (NULL vs NULL is the same)."""

@@ -50,7 +50,7 @@ def _spec(table: star_schema.TargetTable) -> ProcessedSpec:
 def _lineage(name: str) -> dict[str, list[tuple[str, str]]]:
     if name == dates.NAME:
         return dates.dim_date_lineage()
-    if name in facts.FACTS:
+    if name in star_schema.FACTS:
         return facts.fact_lineage(name)
     return dimensions.dimension_lineage(name)
 

@@ -369,7 +369,7 @@ def seed(
 def _reset_sequences(conn: psycopg.Connection) -> None:
     """Explicit ids were written: move every SERIAL sequence past them so later inserts get fresh ids."""
     for table in TABLE_NAMES:
-        pk = f"{table}_id"
+        pk = SOURCE_TABLES[table].primary_key
         conn.execute(
             sql.SQL("SELECT setval(pg_get_serial_sequence({t}, {c}), coalesce(max({ci}), 0) + 1, false) FROM {ti}")
             .format(t=sql.Literal(table), c=sql.Literal(pk), ci=sql.Identifier(pk), ti=sql.Identifier(table))
