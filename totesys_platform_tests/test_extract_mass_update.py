@@ -153,3 +153,26 @@ def test_after_a_forgotten_window_the_source_check_counts_a_new_version_in_it_as
     later = _run(source_url, local_lake, ["design"], batch_ts=BATCH + timedelta(minutes=1), remember_limit=20)
     assert (later["design"].rows, later["design"].late_rows) == (1, 1)
     assert source_drift(source_url, local_lake, "design").pending == 0
+
+
+def test_a_mass_edit_in_place_names_a_sample_and_counts_every_capture(source_url, local_lake, monkeypatch):
+    """Out-of-order captures are counted in full but only the first CAPTURE_SAMPLE of each kind is kept (a mass
+    edit of a million rows would otherwise hold a million tuples): here 4 of 15, over chunks of 4."""
+    from totesys_platform.lake.ingestion import versions as versions_module
+    from totesys_platform.source import contract
+    monkeypatch.setattr(versions_module, "CAPTURE_SAMPLE", 4)
+    with psycopg.connect(source_url) as conn:
+        ids = _designs(conn, 15, T0)
+        _designs(conn, 1, T0 + timedelta(hours=2))
+    options = {"lookback": timedelta(seconds=1), "late_chunk_rows": 4}
+    _run(source_url, local_lake, ["design"], batch_ts=BATCH, **options)
+    with psycopg.connect(source_url) as conn:
+        conn.execute("UPDATE design SET file_location = '/edited' WHERE design_id <= %s", (ids[-1],))
+    result = _run(source_url, local_lake, ["design"], batch_ts=BATCH + timedelta(hours=1), **options)["design"]
+    captures = result.out_of_order
+    assert result.rows == 15 and captures.count == captures.changed_in_place_count == 15
+    assert len(captures.changed_in_place) == 4 and set(captures.changed_in_place) <= {(i, to_ms(T0)) for i in ids}
+    assert "15 row(s) changed without last_updated moving forward" in captures.describe(contract.SOURCE_TABLES["design"])
+    assert _state(local_lake, "design")["recaptured_total"] == 15
+    both = captures + captures
+    assert (both.count, len(both.changed_in_place)) == (30, 4)

@@ -108,7 +108,7 @@ def _capture_check(result: TableExtract) -> dg.AssetCheckResult:
         asset_key=ingestion_key(result.table), check_name=VERSIONS_MOVE_FORWARD, passed=not captures,
         severity=dg.AssetCheckSeverity.WARN,
         description=captures.describe(SOURCE_TABLES[result.table]) if captures else None,
-        metadata={"changed_in_place": len(captures.changed_in_place), "moved_back": len(captures.moved_back),
+        metadata={"changed_in_place": captures.changed_in_place_count, "moved_back": captures.moved_back_count,
                   "ids": ", ".join(map(str, captures.ids()[:50])) or "(none)"},
     )
 

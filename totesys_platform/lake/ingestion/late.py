@@ -26,7 +26,9 @@ from psycopg import sql
 from totesys_platform.lake.delta import LakeTable, Snapshot
 from totesys_platform.lake.ingestion.deletes import DELETED_AT_COLUMN
 from totesys_platform.lake.processed.arrow_ops import last_per_key
-from totesys_platform.lake.ingestion.versions import BATCH_COLUMN, OutOfOrderCaptures, _fingerprints, to_ms
+from totesys_platform.lake.ingestion.versions import (
+    BATCH_COLUMN, CaptureLog, OutOfOrderCaptures, _fingerprints, to_ms,
+)
 from totesys_platform.source import contract
 
 XID_MODULUS = 2**32  # a row's xmin is a 32-bit xid; a snapshot lists 64-bit ones (epoch and xid)
@@ -74,11 +76,10 @@ class LateRows:
 
     new: pa.Table  # rows archived by this run: new versions, and new captures of those out of order
     rewritten: int = 0  # versions the archive holds with the same content
-    changed_in_place: list[tuple[int, int]] = field(default_factory=list)  # (id, last_updated ms)
-    moved_back: list[tuple[int, int, int]] = field(default_factory=list)  # (id, last_updated, later archived)
+    captures: CaptureLog = field(default_factory=CaptureLog)  # changed in place, or behind a later version
 
     def out_of_order(self) -> OutOfOrderCaptures:
-        return OutOfOrderCaptures(tuple(self.changed_in_place), tuple(self.moved_back))
+        return self.captures.captures()
 
 
 def classify_late(late: pa.Table, archive: LakeTable, snapshot: Snapshot, table: contract.SourceTable) -> LateRows:
@@ -121,11 +122,11 @@ def classify_late(late: pa.Table, archive: LakeTable, snapshot: Snapshot, table:
             if same:
                 result.rewritten += 1
             else:
-                result.changed_in_place.append((key, ms))
+                result.captures.in_place((key, ms))
             keep.append(not same)
         else:
             if key in latest and ms < latest[key]:
-                result.moved_back.append((key, ms, latest[key]))
+                result.captures.behind((key, ms, latest[key]))
             keep.append(True)
     result.new = late.filter(pa.array(keep, pa.bool_()))
     return result
@@ -143,8 +144,7 @@ class LateClassifier:
         self.pending_rows = 0
         self.archived = 0  # late rows archived (new versions, and new captures out of order)
         self.rewritten = 0
-        self.changed_in_place: list[tuple[int, int]] = []
-        self.moved_back: list[tuple[int, int, int]] = []
+        self.captures = CaptureLog()
 
     def add(self, batch: pa.RecordBatch) -> None:
         while batch.num_rows:
@@ -163,13 +163,12 @@ class LateClassifier:
         self.pending, self.pending_rows = [], 0
         self.archived += late.new.num_rows
         self.rewritten += late.rewritten
-        self.changed_in_place += late.changed_in_place
-        self.moved_back += late.moved_back
+        self.captures.add(late.out_of_order())
         if late.new.num_rows:
             self.keep(late.new)
 
     def out_of_order(self) -> OutOfOrderCaptures:
-        return OutOfOrderCaptures(tuple(self.changed_in_place), tuple(self.moved_back))
+        return self.captures.captures()
 
     def report(self, say: Callable[[str], None]) -> None:
         if self.archived:

@@ -31,24 +31,44 @@ _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
 
 
+# Out-of-order captures named per run and kind; the rest are counted. A mass edit in place of a million rows
+# would otherwise hold a million tuples for a warning that names ten of them.
+CAPTURE_SAMPLE = 1_000
+
+
 @dataclass(frozen=True)
 class OutOfOrderCaptures:
     """Rows archived although `last_updated` did not move forward with their change (contract, section 4): the
     same version with other content (changed in place), or a version behind the id's latest archived one
-    (moved backwards). Each is a new capture; downstream, the latest capture of a version wins."""
+    (moved backwards). Each is a new capture; downstream, the latest capture of a version wins.
+
+    `changed_in_place` and `moved_back` hold the first CAPTURE_SAMPLE of each kind; the counts hold them all."""
 
     changed_in_place: tuple[tuple[int, int], ...] = ()  # (id, last_updated ms)
     moved_back: tuple[tuple[int, int, int], ...] = ()  # (id, last_updated ms, the later version archived, ms)
+    changed_in_place_total: int | None = None  # None: as many as the sample holds
+    moved_back_total: int | None = None
+
+    @property
+    def changed_in_place_count(self) -> int:
+        return len(self.changed_in_place) if self.changed_in_place_total is None else self.changed_in_place_total
+
+    @property
+    def moved_back_count(self) -> int:
+        return len(self.moved_back) if self.moved_back_total is None else self.moved_back_total
 
     @property
     def count(self) -> int:
-        return len(self.changed_in_place) + len(self.moved_back)
+        return self.changed_in_place_count + self.moved_back_count
 
     def __bool__(self) -> bool:
         return self.count > 0
 
     def __add__(self, other: "OutOfOrderCaptures") -> "OutOfOrderCaptures":
-        return OutOfOrderCaptures(self.changed_in_place + other.changed_in_place, self.moved_back + other.moved_back)
+        return OutOfOrderCaptures(
+            (self.changed_in_place + other.changed_in_place)[:CAPTURE_SAMPLE],
+            (self.moved_back + other.moved_back)[:CAPTURE_SAMPLE],
+            self.changed_in_place_count + other.changed_in_place_count, self.moved_back_count + other.moved_back_count)
 
     def ids(self) -> list[int]:
         return sorted({pk for pk, *_ in (*self.changed_in_place, *self.moved_back)})
@@ -63,6 +83,36 @@ class OutOfOrderCaptures:
         return (f"{table.name}: {self.count} row(s) changed without last_updated moving forward were captured: "
                 + ", ".join(sample[:ANOMALY_SAMPLE]) + more + f". Ask the totesys owners to set last_updated to the "
                 f"time of every change (UPDATE {table.name} SET ..., last_updated = now()) and fix the writer.")
+
+
+class CaptureLog:
+    """Out-of-order captures as they are found: each counted, the first CAPTURE_SAMPLE of each kind kept."""
+
+    def __init__(self) -> None:
+        self.changed_in_place: list[tuple[int, int]] = []
+        self.moved_back: list[tuple[int, int, int]] = []
+        self.changed_in_place_count = 0
+        self.moved_back_count = 0
+
+    def in_place(self, key: tuple[int, int]) -> None:
+        self.changed_in_place_count += 1
+        if len(self.changed_in_place) < CAPTURE_SAMPLE:
+            self.changed_in_place.append(key)
+
+    def behind(self, entry: tuple[int, int, int]) -> None:
+        self.moved_back_count += 1
+        if len(self.moved_back) < CAPTURE_SAMPLE:
+            self.moved_back.append(entry)
+
+    def add(self, captures: OutOfOrderCaptures) -> None:
+        self.changed_in_place += captures.changed_in_place[:CAPTURE_SAMPLE - len(self.changed_in_place)]
+        self.moved_back += captures.moved_back[:CAPTURE_SAMPLE - len(self.moved_back)]
+        self.changed_in_place_count += captures.changed_in_place_count
+        self.moved_back_count += captures.moved_back_count
+
+    def captures(self) -> OutOfOrderCaptures:
+        return OutOfOrderCaptures(tuple(self.changed_in_place), tuple(self.moved_back),
+                                  self.changed_in_place_count, self.moved_back_count)
 
 
 def to_ms(ts: datetime) -> int:
@@ -158,8 +208,8 @@ class Deduplicator:
         self.window_rows = 0
         self.remember_limit = remember_limit
         self.overflowed = False  # more versions in the window than remember_limit: none are remembered
-        self.changed_in_place: list[tuple[int, int]] = []  # same (id, last_updated), other content: archived
-        self.moved_back: list[tuple[int, int, int]] = []  # (id, last_updated read, later version archived)
+        # Same (id, last_updated) with other content, or behind the id's later version: archived, and logged.
+        self.captures = CaptureLog()
         self.rows = 0
         self.duplicates = 0
         self._prune_at = 10_000
@@ -196,7 +246,7 @@ class Deduplicator:
                 self.read_again.add(pk)
                 # (A version behind the latest that was archived before is no news: captured already.)
                 if ms < latest and (pk, ms) not in self.seen:
-                    self.moved_back.append((pk, ms, latest))
+                    self.captures.behind((pk, ms, latest))
 
     def _compare_fingerprints(self, batch: pa.RecordBatch, repeated: list[tuple[int, tuple[int, int]]]) -> set[int]:
         """The rows (indexes in `batch`) whose content differs from the version archived before."""
@@ -204,7 +254,7 @@ class Deduplicator:
         changed = set()
         for (i, key), fingerprint in zip(rows, _fingerprints(batch, [i for i, _ in rows])):
             if fingerprint != self.seen_fingerprints[key]:
-                self.changed_in_place.append(key)
+                self.captures.in_place(key)
                 changed.add(i)
         return changed
 
@@ -231,7 +281,7 @@ class Deduplicator:
             self.overflowed, self.window, self.window_rows = True, [], 0
 
     def out_of_order(self) -> OutOfOrderCaptures:
-        return OutOfOrderCaptures(tuple(self.changed_in_place), tuple(self.moved_back))
+        return self.captures.captures()
 
     def vanished(self) -> list[tuple[int, int]]:
         """Remembered ids this run did not read again at all: deleted in the source, or their last_updated
