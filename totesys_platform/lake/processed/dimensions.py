@@ -58,7 +58,8 @@ def _iso_4217_name(codes: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 # How a dimension column is derived from its source column (`star_schema.How`); None: copied as is.
-_DERIVE: dict[str, Callable[[pa.ChunkedArray], pa.ChunkedArray] | None] = {"copy": None, "iso_4217_name": _iso_4217_name}
+_DERIVE: dict[str, Callable[[pa.ChunkedArray], pa.ChunkedArray] | None] = {
+    "copy": None, "iso_4217_name": _iso_4217_name}
 
 # Rules a dimension's new source rows must follow before it is built (by dimension).
 VALIDATORS: dict[str, tuple[Validator, ...]] = {
