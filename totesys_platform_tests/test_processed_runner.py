@@ -134,6 +134,43 @@ def test_bad_input_names_the_version_to_quarantine_and_quarantine_drops_only_tha
     assert ingestion.table("sales_order").read().num_rows == 4
 
 
+def test_a_bad_date_in_one_fact_source_holds_back_that_source_of_dim_date_not_the_others(zones):
+    """dim_date covers the dates of the sources that are fine; the one with a bad row is not consumed (read again
+    once the row is quarantined), so one bad order does not keep payments' dates, and every fact, waiting."""
+    ingestion, processed = zones
+    archive(ingestion, "sales_order", [row("sales_order", 1, agreed_payment_date="2024-13-45")])
+    archive(ingestion, "payment", [row("payment", 1, payment_date="2025-03-01")])
+    archive(ingestion, "purchase_order", [])
+    result = process("dim_date", ingestion, processed)
+    assert list(result.held_back) == ["sales_order"]
+    assert "sales_order_id=1" in result.held_back["sales_order"] and "2024-13-45" in result.held_back["sales_order"]
+    assert result.consumed == {"sales_order": -1, "payment": 0, "purchase_order": 0}
+    dates = read_processed(processed, "dim_date")["date_id"].to_pylist()
+    assert min(dates) == T0.date() and max(dates) == dt.date(2025, 3, 1)  # the payment's dates only
+
+    # While the bad row waits, a run with nothing else new commits nothing.
+    again = process("dim_date", ingestion, processed)
+    assert list(again.held_back) == ["sales_order"] and not again.changed
+    assert processed.table("dim_date").snapshot().version == 0
+
+    # Quarantined, the order's other dates come in.
+    archive(ingestion, "sales_order", [row("sales_order", 2, agreed_delivery_date="2026-06-30")])
+    quarantine_version(ingestion, "sales_order", 1, T0, "agreed_payment_date '2024-13-45' corrected in totesys")
+    caught_up = process("dim_date", ingestion, processed)
+    assert caught_up.held_back == {} and caught_up.consumed["sales_order"] == 1
+    assert max(read_processed(processed, "dim_date")["date_id"].to_pylist()) == dt.date(2026, 6, 30)
+
+
+def test_a_bad_row_in_every_source_of_dim_date_fails_it(zones):
+    ingestion, processed = zones
+    archive(ingestion, "sales_order", [row("sales_order", 1, agreed_payment_date="2024-13-45")])
+    archive(ingestion, "payment", [row("payment", 1, payment_date="not a date")])
+    archive(ingestion, "purchase_order", [row("purchase_order", 1, agreed_delivery_date="2024-02-30")])
+    with pytest.raises(BadInputError, match="purchase_order_id=1|sales_order_id=1|payment_id=1"):
+        process("dim_date", ingestion, processed)
+    assert not processed.table("dim_date").snapshot().exists
+
+
 def test_quarantine_refuses_an_unknown_table_a_missing_reason_or_an_aware_time(zones):
     ingestion, _ = zones
     with pytest.raises(ValueError, match="unknown totesys table"):

@@ -50,11 +50,14 @@ def _build_processed_asset(name: str) -> dg.AssetsDefinition:
             context.log.warning(f"{name}: {result.rebuilt}; rebuilt from all of its inputs ({result.rows} rows)")
         elif result.changed:  # nothing new: the metadata says so (a log line is one more event to store)
             context.log.info(f"{name}: {result.rows} rows from {sum(result.input_rows.values())} new ingestion rows")
+        for source, why in result.held_back.items():
+            context.log.warning(f"{name}: held back the new rows of {source} until its bad row is dealt with: {why}")
         return dg.Output(result.write, metadata={
             "rows_added": result.rows,
             "input_rows": sum(result.input_rows.values()),
             "consumed_ingestion_versions": dg.MetadataValue.json(result.consumed),
             **({"rebuilt": dg.MetadataValue.text(result.rebuilt)} if result.rebuilt else {}),
+            **({"held_back": dg.MetadataValue.json(result.held_back)} if result.held_back else {}),
             "dagster/column_lineage": column_lineage(name),
         })
 

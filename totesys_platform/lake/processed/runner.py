@@ -24,6 +24,7 @@ from totesys_platform.lake.delta import ChangesUnavailableError, LakeZone, Posit
 from totesys_platform.lake.ingestion.deletes import DELETED_AT_COLUMN
 from totesys_platform.lake.ingestion.extract import BATCH_COLUMN, RECAPTURED_TOTAL
 from totesys_platform.lake.processed import arrow_ops
+from totesys_platform.lake.processed.dates import NAME as DATE_TABLE
 from totesys_platform.lake.processed.dates import STATE_SCHEMA as DATE_STATE_SCHEMA, STATE_TABLE as DATE_STATE
 from totesys_platform.lake.processed.dimensions import JOINED_DIMENSION_RECIPES
 from totesys_platform.lake.processed.transforms import PROCESSED_SPECS, ProcessedSpec
@@ -44,6 +45,7 @@ class ProcessResult:
     consumed: dict[str, int]  # input -> the ingestion table version consumed through (-1: nothing yet)
     input_rows: dict[str, int] = field(default_factory=dict)
     rebuilt: str | None = None  # why the table is rebuilt from all of its inputs, if it is
+    held_back: dict[str, str] = field(default_factory=dict)  # input -> the bad row it was not consumed for
 
     @property
     def changed(self) -> bool:
@@ -193,10 +195,7 @@ def process_table(name: str, ingestion: LakeZone, processed: LakeZone, *, spec: 
         state = _joined_state(name, ingestion, inputs, quarantine)
     elif rebuilt is None and name == "dim_date":
         state = _date_state(processed, current)
-    try:
-        delta, _ = spec.build(rows, state)
-    except BadInputError as err:
-        raise _with_quarantine_hint(err, rows) from None
+    delta, held_back = _build(name, spec, rows, state)
     expected = TARGET_TABLES[name].arrow_schema
     if not delta.schema.equals(expected):
         raise TypeError(f"{name}: the builder returned {delta.schema}, expected {expected}")
@@ -205,14 +204,42 @@ def process_table(name: str, ingestion: LakeZone, processed: LakeZone, *, spec: 
     recaptured = {s: int(inputs[s].state.get(RECAPTURED_TOTAL, 0)) for s in spec.inputs if inputs[s].exists}
     consumed_recaptures = current.state.get("recaptured") or {}
     mode, key = _write_mode(name, any(n > int(consumed_recaptures.get(s, 0)) for s, n in recaptured.items()))
-    positions = {s: inputs[s].position() for s in spec.inputs if inputs[s].exists}
+    positions = {s: inputs[s].position() for s in spec.inputs if inputs[s].exists and s not in held_back}
+    if rebuilt is None:  # a held-back input stays where it was; after a rebuild, it is read from its start
+        positions |= {s: consumed[s] for s in held_back if consumed.get(s) is not None}
+    through = {s: positions[s].version if s in positions else -1 for s in spec.inputs}
+    if held_back and delta.num_rows == 0 and rebuilt is None and positions == {
+            s: p for s, p in consumed.items() if s in spec.inputs and p is not None}:
+        # Only the held-back rows are new: nothing to commit (one empty commit per tick while they wait).
+        return ProcessResult(name, 0, TableWrite(current, STAGE, current.state, None), through,
+                             {s: t.num_rows for s, t in rows.items()}, None, held_back)
     write = TableWrite(current, STAGE, {"consumed": {s: p.to_json() for s, p in positions.items()},
                                         "recaptured": recaptured},
                        to_lake(name, delta), rows=delta.num_rows, mode="overwrite" if rebuilt and current.exists
                        else mode, key=key,
                        # A fact written before deletes were archived gains `deleted_at` (NULL on its rows).
                        evolve_schema=is_fact)
-    return ProcessResult(name, delta.num_rows, write, through, {s: t.num_rows for s, t in rows.items()}, rebuilt)
+    return ProcessResult(name, delta.num_rows, write, through, {s: t.num_rows for s, t in rows.items()}, rebuilt,
+                         held_back)
+
+
+def _build(name: str, spec: ProcessedSpec, rows: dict[str, pa.Table], state: dict[str, pa.Table]
+           ) -> tuple[pa.Table, dict[str, str]]:
+    """The builder's delta, and the inputs held back. dim_date only needs the dates each input references, so a
+    bad row in one input holds that input back (not consumed: read again once the row is quarantined or
+    corrected) rather than the calendar of the others and, through it, every fact; its own fact still fails on
+    the row. Any other table, or a bad row in every input, fails."""
+    held_back: dict[str, str] = {}
+    while True:
+        try:
+            return spec.build(rows, state)[0], held_back
+        except BadInputError as err:
+            named = _with_quarantine_hint(err, rows)
+            if name != DATE_TABLE or err.source not in rows or err.source in held_back \
+                    or len(held_back) + 1 >= len(rows):
+                raise named from None
+            held_back[err.source] = str(named)
+            rows = {**rows, err.source: rows[err.source].slice(0, 0)}
 
 
 def _versions_holding(rows: pa.Table, key: str | None) -> list[tuple[str, str]]:
