@@ -226,9 +226,9 @@ def process_table(name: str, ingestion: LakeZone, processed: LakeZone, *, spec: 
 def _build(name: str, spec: ProcessedSpec, rows: dict[str, pa.Table], state: dict[str, pa.Table]
            ) -> tuple[pa.Table, dict[str, str]]:
     """The builder's delta, and the inputs held back. dim_date only needs the dates each input references, so a
-    bad row in one input holds that input back (not consumed: read again once the row is quarantined or
-    corrected) rather than the calendar of the others and, through it, every fact; its own fact still fails on
-    the row. Any other table, or a bad row in every input, fails."""
+    bad row in one input holds that input back (not consumed: its new rows are read again on every run, and
+    taken once the bad version is quarantined) rather than the calendar of the others and, through it, every
+    fact; its own fact still fails on the row. Any other table, or a bad row in every input, fails."""
     held_back: dict[str, str] = {}
     while True:
         try:
