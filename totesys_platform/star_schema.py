@@ -90,7 +90,7 @@ class TargetTable:
     def inputs(self) -> tuple[str, ...]:
         """The source tables it is built from (dim_date's come from the facts' date columns)."""
         if self.source is None:
-            return tuple(dict.fromkeys(table for table, _ in date_sources()))
+            return tuple(dict.fromkeys(table for table, _, _ in date_sources()))
         return (self.source, self.join.table) if self.join else (self.source,)
 
     def origin(self, column: TargetColumn) -> tuple[str, str] | None:
@@ -243,10 +243,10 @@ DIMENSIONS: tuple[str, ...] = tuple(t.name for t in _TABLES if t.kind == "dimens
 FACTS: tuple[str, ...] = tuple(t.name for t in _TABLES if t.kind == "fact")
 
 
-def date_sources() -> tuple[tuple[str, str], ...]:
-    """Every (source table, source column) a fact's date column derives from: the dates dim_date covers."""
+def date_sources() -> tuple[tuple[str, str, How], ...]:
+    """Every (source table, source column, how) a fact's date column derives from: the dates dim_date covers."""
     return tuple(dict.fromkeys(
-        TARGET_TABLES[fact].origin(column) for fact in FACTS for column in TARGET_TABLES[fact].columns
+        (*TARGET_TABLES[fact].origin(column), column.how) for fact in FACTS for column in TARGET_TABLES[fact].columns
         if column.references == "dim_date.date_id"))
 
 

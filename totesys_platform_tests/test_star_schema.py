@@ -48,7 +48,7 @@ def test_lineage_and_dim_date_follow_a_column_s_source_in_the_model(monkeypatch)
                            how="date_of")
     monkeypatch.setitem(star_schema.TARGET_TABLES, "fact_payment", payment)
     assert facts.fact_lineage("fact_payment")["payment_date"] == [("payment", "created_at")]
-    assert ("payment", "payment_date") not in star_schema.date_sources()
+    assert ("payment", "payment_date", "text_date") not in star_schema.date_sources()
     assert dates.DATE_HOWS[("sales_order", "agreed_payment_date")] == "text_date"
     assert dates.DATE_HOWS[("payment", "created_at")] == "date_of"
 

@@ -36,14 +36,10 @@ STATE_SCHEMA = pa.schema([
 # the model: the source column of each fact column that is a dim_date foreign key, and how it becomes a date.
 DATE_COLUMNS: dict[str, tuple[str, ...]] = {}
 DATE_HOWS: dict[tuple[str, str], str] = {}
-for _fact in star_schema.FACTS:
-    _table = star_schema.TARGET_TABLES[_fact]
-    for _column in _table.columns:
-        if _column.references == "dim_date.date_id":
-            _source, _name = _table.origin(_column)
-            if _name not in DATE_COLUMNS.get(_source, ()):
-                DATE_COLUMNS[_source] = (*DATE_COLUMNS.get(_source, ()), _name)
-            DATE_HOWS[(_source, _name)] = _column.how
+for _source, _name, _how in star_schema.date_sources():
+    if _name not in DATE_COLUMNS.get(_source, ()):
+        DATE_COLUMNS[_source] = (*DATE_COLUMNS.get(_source, ()), _name)
+    DATE_HOWS[(_source, _name)] = _how
 
 def input_columns() -> dict[str, tuple[str, ...]]:
     """What dim_date reads of each input: the key (to name a bad row) and the date columns (last_updated too)."""
