@@ -437,6 +437,9 @@ def test_a_crash_before_a_table_commits_leaves_it_unchanged_and_the_rerun_archiv
         ids = seed_reference(conn)
         add_sale(conn, ids, T0)
         add_sale(conn, ids, T0 + timedelta(seconds=1))
+    prepared = prepare_extraction(source_url, lake, batch_ts=BATCH, connections=connections)
+    to_archive = {t: r.rows for t, r in prepared.results.items() if r.rows}
+    prepared.discard()
     real_append = LakeTable.append
 
     def crash_on_sales_order(self, data, **kw):
@@ -451,12 +454,14 @@ def test_a_crash_before_a_table_commits_leaves_it_unchanged_and_the_rerun_archiv
 
     assert version(lake, "sales_order") == -1  # prepared, never committed: no trace in the table
     committed = {t for t in contract.TABLE_NAMES if version(lake, t) >= 0}
-    assert "payment" in committed  # tables committed before it stay committed
-    assert "transaction" not in committed  # tables after it were not committed
+    if connections == 1:  # in table order (in parallel: in the order the tables are read)
+        assert "payment" in committed  # tables committed before it stay committed
+        assert "transaction" not in committed  # tables after it were not committed
 
     results = _run(source_url, lake, batch_ts=BATCH + timedelta(minutes=1), connections=connections)
     archived_again = {t: r.rows for t, r in results.items() if r.rows}
-    assert archived_again == {"sales_order": 2, "staff": 1, "transaction": 2}
+    assert archived_again == {t: rows for t, rows in to_archive.items() if t not in committed}
+    assert archived_again["sales_order"] == 2
     for table in contract.TABLE_NAMES:
         versions_ = archived_versions(lake, table)
         assert len(versions_) == len(set(versions_)) and set(versions_) == current_versions(source_url, table), table

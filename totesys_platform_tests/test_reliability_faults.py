@@ -554,8 +554,8 @@ def test_hung_source_and_warehouse_connections_are_clear_errors_within_a_bounded
 def test_the_lake_bucket_deleted_mid_run_fails_cleanly_and_a_restored_bucket_recovers(
     stack_after_s1, reference, moto_endpoint
 ):
-    """Both zones on S3 (moto), backed up before the run. While the extraction is reading (held back by a lock
-    on totesys' last table), the bucket is emptied and deleted; the run fails with a lake error naming it
+    """Both zones on S3 (moto), backed up before the run. Once the extraction has started (its reads held back
+    by a lock on totesys' tables, so no table is committed yet), the bucket is emptied and deleted; the run fails with a lake error naming it
     and nothing downstream moves. Once the bucket is restored from the backup, the next run finishes the job."""
     stack = stack_after_s1
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="eu-west-2")
@@ -579,7 +579,9 @@ def test_the_lake_bucket_deleted_mid_run_fails_cleanly_and_a_restored_bucket_rec
     heads_before, state_before = lake_heads(stack), load_state(stack.warehouse_url)
 
     holder = psycopg.connect(stack.totesys_url)
-    holder.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(TABLE_NAMES[-1])))
+    # Every table: a table read is committed at once, while the others are still being read.
+    holder.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+        sql.SQL(", ").join(map(sql.Identifier, TABLE_NAMES))))
     deleted = threading.Event()
     stop = threading.Event()
 

@@ -1,5 +1,6 @@
 """Ingestion-zone assets: one archive per totesys table, filled by one extraction over one snapshot."""
 
+import contextlib
 import time
 from datetime import timedelta
 
@@ -7,7 +8,9 @@ import dagster as dg
 from pydantic import Field
 
 from totesys_platform.lake.ingestion.deletes import DEFAULT_MAX_SHARE, TOMBSTONES_TOTAL
-from totesys_platform.lake.ingestion.extract import RECAPTURED_TOTAL, TableExtract, archive_schema, prepare_extraction
+from totesys_platform.lake.ingestion.extract import (
+    RECAPTURED_TOTAL, Extraction, TableExtract, archive_schema, stream_extraction,
+)
 from totesys_platform.lake.ingestion.late import SourceSnapshot
 from totesys_platform.defs.lake_metadata import column_schema, preview_markdown
 from totesys_platform.defs.resources import LakeResource, TotesysDatabase
@@ -119,21 +122,24 @@ def extract_totesys(
     context: dg.AssetExecutionContext, config: ExtractConfig, totesys: TotesysDatabase, lake: LakeResource
 ):
     """Archive new and changed rows of the selected tables, all read from one consistent snapshot; the lake IO
-    manager commits each table's batch with its extraction state. A table that fails does not stop the others:
-    they are committed, then the step fails naming it."""
+    manager commits each table's batch with its extraction state as soon as the table is read, while the others
+    are still being read. A table that fails does not stop the others: they are committed, then the step fails
+    naming it."""
     tables = [t for t in TABLE_NAMES if ingestion_key(t) in context.selected_asset_keys]
     started = time.monotonic()
     context.log.info(f"Extracting {len(tables)} tables from {totesys.safe_url}")
-    run = prepare_extraction(
-        totesys.connection_url(), lake.ingestion(), tables,
+    run = Extraction({}, {})
+    batches = stream_extraction(
+        run, totesys.connection_url(), lake.ingestion(), tables,
         lookback=timedelta(minutes=config.lookback_minutes), log=context.log.info, connections=config.connections,
         max_deleted_share=config.max_deleted_share,
     )
-    total = sum(r.rows for r in run.results.values())
-    context.log.info(f"Extraction done: {total} rows to archive, read in {time.monotonic() - started:.1f}s")
     try:
-        for result in run.results.values():
-            yield _output(result)
+        with contextlib.closing(batches):
+            for result in batches:
+                yield _output(result)
+        total = sum(r.rows for r in run.results.values())
+        context.log.info(f"Extraction done: {total} rows archived in {time.monotonic() - started:.1f}s")
         checks = context.selected_asset_check_keys
         for result in run.results.values():
             if capture_check_key(result.table) in checks:

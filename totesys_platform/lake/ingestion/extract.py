@@ -23,7 +23,7 @@ import queue
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import psycopg
 import pyarrow as pa
@@ -266,7 +266,8 @@ def _extract_table(
     )
 
 
-def prepare_extraction(
+def stream_extraction(
+    run: Extraction,
     source_url: str,
     zone: LakeZone,
     tables: Sequence[str] = contract.TABLE_NAMES,
@@ -281,17 +282,20 @@ def prepare_extraction(
     max_deleted_share: float = deletes.DEFAULT_MAX_SHARE,
     remember_limit: int = MAX_REMEMBERED_VERSIONS,
     late_chunk_rows: int = LATE_CHUNK_ROWS,
-) -> Extraction:
+) -> Iterator[TableExtract]:
     """Prepare the next batch of every table in `tables` from one snapshot of the source: its new versions
-    (spooled) and its next state, as a `TableWrite` each. Nothing is committed here: the lake IO manager (or
-    `extract_tables`) commits each table's write; `Extraction.discard` drops the ones not committed.
+    (spooled) and its next state, as a `TableWrite` each, into `run`. Yields each table's result as soon as it is
+    read, on the calling thread, while the other tables are still being read: the caller commits it meanwhile
+    (the lake IO manager, or `extract_tables`). Nothing is committed here; a table not committed when the
+    caller stops is discarded (`Extraction.discard`, also called if this generator is closed early).
 
     A table that fails (schema drift, a value that does not convert, a lock timeout...) is recorded in
-    `failures` and the others go on. With `connections` > 1, that many tables are read at once, the largest
+    `run.failures` and the others go on. With `connections` > 1, that many tables are read at once, the largest
     first, each reading connection importing the snapshot of the first one (`pg_export_snapshot`): every table
     still comes from the same snapshot. With 1, the tables are read one after the other in table order.
     A table that lost more than `max_deleted_share` of its rows since its last batch fails (deletes.py).
-    Raises only when the run cannot start (the source unreachable, its catalog unreadable).
+    Raises only when the run cannot start (the source unreachable, its catalog unreadable). Once exhausted,
+    `run.results` is in table order.
     """
     wanted = contract_tables(tables)
     if lookback < timedelta(0):
@@ -310,7 +314,8 @@ def prepare_extraction(
 
     refuse_unconverted(zone)
     # The lake state is read before the snapshot is taken, so every state a run builds on comes from
-    # a snapshot older than its own (see docs/extraction.md, "Concurrent runs").
+    # a snapshot older than its own (see docs/extraction.md, "Concurrent runs"). A table committed while the
+    # others are read is therefore never read back by this run.
     previous = {t.name: zone.table(t.name).snapshot() for t in wanted}
 
     def extract(conn: psycopg.Connection, live: LiveTable, say: Callable[[str], None]) -> TableExtract:
@@ -322,7 +327,6 @@ def prepare_extraction(
                 max_deleted_share=max_deleted_share, remember_limit=remember_limit, late_chunk_rows=late_chunk_rows,
             )
 
-    run = Extraction({}, {})
     try:
         markers: dict[str, str] = {}
 
@@ -335,12 +339,13 @@ def prepare_extraction(
             run.failures.update({t: schema_error(t, problems) for t, problems in bad.items()})
             readable = [live[t.name] for t in wanted if t.name in live]
             if connections == 1 or len(readable) <= 1:
-                _extract_in_order(readable, conn, extract, log, run)
+                yield from _extract_in_order(readable, conn, extract, log, run)
             else:
                 exported, largest_first = export_snapshot(conn, readable, source_url)
                 reader = functools.partial(snapshot_reader, source_url, exported, connect_timeout, statement_timeout)
-                _extract_in_parallel(largest_first, extract, reader, min(connections, len(readable)), log, run)
-    except BaseException:
+                yield from _extract_in_parallel(largest_first, extract, reader, min(connections, len(readable)), log,
+                                                run)
+    except BaseException:  # GeneratorExit included: the caller stopped before taking every table
         run.discard()
         raise
     unchanged = [run.results[t.name] for t in wanted if t.name in run.results and not run.results[t.name].rows]
@@ -351,17 +356,25 @@ def prepare_extraction(
     for table, failure in run.failures.items():
         log(f"{table} FAILED: {failure}")
     run.results = {t.name: run.results[t.name] for t in wanted if t.name in run.results}
+
+
+def prepare_extraction(source_url: str, zone: LakeZone, tables: Sequence[str] = contract.TABLE_NAMES,
+                       **options) -> Extraction:
+    """`stream_extraction` run to its end: every table's prepared batch (or failure), none committed."""
+    run = Extraction({}, {})
+    for _ in stream_extraction(run, source_url, zone, tables, **options):
+        pass
     return run
 
 
 def extract_tables(source_url: str, zone: LakeZone, tables: Sequence[str] = contract.TABLE_NAMES,
                    **options) -> dict[str, TableExtract]:
-    """Extract and commit: `prepare_extraction`, then commit every prepared table's batch (each on its own, as
-    the IO manager does); then raise the first failure, if a table failed. For scripts, tests and benchmarks;
-    the Dagster asset hands the writes to the lake IO manager instead."""
-    run = prepare_extraction(source_url, zone, tables, **options)
+    """Extract and commit: `stream_extraction`, committing each table's batch as soon as it is read (each on its
+    own, as the IO manager does); then raise the first failure, if a table failed. For scripts, tests and
+    benchmarks; the Dagster asset hands the writes to the lake IO manager instead."""
+    run = Extraction({}, {})
     try:
-        for result in run.results.values():
+        for result in stream_extraction(run, source_url, zone, tables, **options):
             result.commit = commit_write(result.write)
     finally:
         run.discard()
@@ -373,7 +386,7 @@ def extract_tables(source_url: str, zone: LakeZone, tables: Sequence[str] = cont
 
 def _extract_in_order(tables: Sequence[LiveTable], conn: psycopg.Connection,
                       extract: Callable[[psycopg.Connection, LiveTable, Callable[[str], None]], TableExtract],
-                      log: Callable[[str], None], run: Extraction) -> None:
+                      log: Callable[[str], None], run: Extraction) -> Iterator[TableExtract]:
     for position, table in enumerate(tables):
         try:
             run.results[table.name] = extract(conn, table, log)
@@ -382,6 +395,8 @@ def _extract_in_order(tables: Sequence[LiveTable], conn: psycopg.Connection,
             if conn.broken:  # the connection itself is gone: nothing else can be read on it
                 run.failures.update({t.name: err for t in tables[position + 1:]})
                 return
+            continue
+        yield run.results[table.name]
 
 
 def _extract_in_parallel(
@@ -391,18 +406,20 @@ def _extract_in_parallel(
     workers: int,
     log: Callable[[str], None],
     run: Extraction,
-) -> None:
-    """Extract `tables` (in this order) on `workers` threads, each with its own `reader()` connection, into `run`.
+) -> Iterator[TableExtract]:
+    """Extract `tables` (in this order) on `workers` threads, each with its own `reader()` connection, into `run`,
+    yielding each table's result on the calling thread as soon as it is read.
 
     psycopg and pyarrow release the GIL while waiting for rows, parsing CSV and spooling batches, so two
-    tables on two connections take less time than one after the other. Progress messages are passed to
-    `log` on the calling thread. A table that fails is recorded and the others go on; a worker whose
-    connection broke (or could not open) stops, and the tables nobody could read fail with its error.
+    tables on two connections take less time than one after the other, and the caller's commit of one table
+    (delta-rs encodes and writes its files without the GIL) overlaps the reading of the next. Progress messages
+    are passed to `log` on the calling thread. A table that fails is recorded and the others go on; a worker
+    whose connection broke (or could not open) stops, and the tables nobody could read fail with its error.
     """
     pending: queue.SimpleQueue[LiveTable] = queue.SimpleQueue()
     for table in tables:
         pending.put(table)
-    messages: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    messages: queue.SimpleQueue[str | TableExtract | None] = queue.SimpleQueue()
     broken: list[BaseException] = []
     stop = threading.Event()
 
@@ -416,6 +433,7 @@ def _extract_in_parallel(
                         return
                     try:
                         run.results[table.name] = extract(conn, table, messages.put)
+                        messages.put(run.results[table.name])
                     except Exception as err:  # noqa: BLE001 - recorded; the other tables go on
                         run.failures[table.name] = err
                         if conn.broken:
@@ -435,6 +453,8 @@ def _extract_in_parallel(
             message = messages.get()
             if message is None:
                 running -= 1
+            elif isinstance(message, TableExtract):
+                yield message
             else:
                 log(message)
     finally:
@@ -447,4 +467,4 @@ def _extract_in_parallel(
 
 
 __all__ = ["Extraction", "OutOfOrderCaptures", "SourceError", "TableExtract", "archive_schema", "extract_tables",
-           "prepare_extraction", "validate_source_schema"]
+           "prepare_extraction", "stream_extraction", "validate_source_schema"]
