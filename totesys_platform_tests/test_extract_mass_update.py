@@ -176,3 +176,31 @@ def test_a_mass_edit_in_place_names_a_sample_and_counts_every_capture(source_url
     assert _state(local_lake, "design")["recaptured_total"] == 15
     both = captures + captures
     assert (both.count, len(both.changed_in_place)) == (30, 4)
+
+
+def test_late_rows_are_compared_column_by_column_with_null_equal_only_to_null(source_url, local_lake):
+    """The archive comparison of late rows (vectorised for a mass change in place): a NULL rewritten as NULL is
+    no change; NULL to '' and a value to NULL are changes in place."""
+    from totesys_platform_tests.test_extract import seed_reference
+
+    with psycopg.connect(source_url) as conn:
+        null_line_2, empty_line_2 = seed_reference(conn)["address"]  # (line 2 NULL, district 'Avon'), ('', NULL)
+        _insert(conn, "address", {"address_line_1": "1 Later Road", "address_line_2": None, "district": None,
+                                  "city": "Leeds", "postal_code": "LS1", "country": "UK", "phone": "0113",
+                                  "created_at": T0, "last_updated": T0 + timedelta(hours=2)})
+    _run(source_url, local_lake, ["address"], lookback=timedelta(seconds=1), batch_ts=BATCH)
+    steps = (
+        ("UPDATE address SET address_line_2 = address_line_2, district = district", ()),
+        ("UPDATE address SET address_line_2 = NULL WHERE address_id = %s", (empty_line_2,)),
+        ("UPDATE address SET district = NULL WHERE address_id = %s", (null_line_2,)),
+    )
+    expected = ((), ((empty_line_2, to_ms(T0)),), ((null_line_2, to_ms(T0)),))
+    for hour, ((statement, params), in_place) in enumerate(zip(steps, expected), start=1):
+        with psycopg.connect(source_url) as conn:
+            conn.execute(statement, params)
+        result = _run(source_url, local_lake, ["address"], lookback=timedelta(seconds=1),
+                      batch_ts=BATCH + timedelta(hours=hour))["address"]
+        assert (result.rows, result.out_of_order.changed_in_place) == (len(in_place), in_place), statement
+    rows = [r for r in archived(local_lake, "address").to_pylist() if r["address_id"] in (null_line_2, empty_line_2)]
+    assert [(r["address_id"], r["address_line_2"], r["district"]) for r in rows] == [
+        (null_line_2, None, "Avon"), (empty_line_2, "", None), (empty_line_2, None, None), (null_line_2, None, None)]

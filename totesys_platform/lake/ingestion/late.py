@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
@@ -27,7 +28,7 @@ from totesys_platform.lake.delta import LakeTable, Snapshot
 from totesys_platform.lake.ingestion.deletes import DELETED_AT_COLUMN
 from totesys_platform.lake.processed.arrow_ops import last_per_key
 from totesys_platform.lake.ingestion.versions import (
-    BATCH_COLUMN, CaptureLog, OutOfOrderCaptures, _fingerprints, to_ms,
+    BATCH_COLUMN, CaptureLog, OutOfOrderCaptures,
 )
 from totesys_platform.source import contract
 
@@ -83,7 +84,9 @@ class LateRows:
 
 
 def classify_late(late: pa.Table, archive: LakeTable, snapshot: Snapshot, table: contract.SourceTable) -> LateRows:
-    """Split `late` (rows read below the look-back window) by what the archive at `snapshot` holds for their ids."""
+    """Split `late` (rows read below the look-back window) by what the archive at `snapshot` holds for their ids.
+
+    Arrow joins and comparisons, no Python per row: a mass change in place makes every row of a table late."""
     if late.num_rows == 0 or not snapshot.exists:
         return LateRows(late)
     pk, columns = table.primary_key, list(contract.SOURCE_TABLES[table.name].column_names)
@@ -99,37 +102,51 @@ def classify_late(late: pa.Table, archive: LakeTable, snapshot: Snapshot, table:
         latest = last_per_key(archived, pk)
         dead = latest.filter(pc.is_valid(latest[DELETED_AT_COLUMN]))[pk]
         archived = archived.filter(pc.invert(pc.is_in(archived[pk], value_set=dead))).drop_columns([DELETED_AT_COLUMN])
-    archived = archived.drop_columns([BATCH_COLUMN])
-    known: dict[tuple[int, int], str] = {}
-    latest: dict[int, int] = {}
-    if archived.num_rows:
-        batch = archived.combine_chunks().to_batches()[0]
-        # (Delta keeps timestamps in microseconds: compare as milliseconds, as the state does.)
-        keys = list(zip(batch.column(pk).to_pylist(), (to_ms(t) for t in batch.column("last_updated").to_pylist())))
-        known = dict(zip(keys, _fingerprints(batch, range(batch.num_rows))))
-        for key, ms in keys:
-            latest[key] = max(ms, latest.get(key, ms))
-    result = LateRows(late.schema.empty_table())
-    if not known:
-        result.new = late
-        return result
-    contract_rows = late.select(columns).combine_chunks().to_batches()[0]
-    fingerprints = _fingerprints(contract_rows, range(late.num_rows))
-    keep = []
-    for i, (key, ms) in enumerate(zip(late[pk].to_pylist(), (to_ms(t) for t in late["last_updated"].to_pylist()))):
-        if (key, ms) in known:
-            same = known[(key, ms)] == fingerprints[i]
-            if same:
-                result.rewritten += 1
-            else:
-                result.captures.in_place((key, ms))
-            keep.append(not same)
-        else:
-            if key in latest and ms < latest[key]:
-                result.captures.behind((key, ms, latest[key]))
-            keep.append(True)
-    result.new = late.filter(pa.array(keep, pa.bool_()))
+    if archived.num_rows == 0:
+        return LateRows(late)
+    # (Delta keeps timestamps in microseconds: compare as milliseconds, as the state does.)
+    late_keys = pa.table({pk: late[pk], _MS: _milliseconds(late["last_updated"]),
+                          _LATE_ROW: np.arange(late.num_rows, dtype=np.int64)})
+    archived_keys = pa.table({pk: archived[pk], _MS: _milliseconds(archived["last_updated"]),
+                              _ARCHIVED_ROW: np.arange(archived.num_rows, dtype=np.int64)})
+    # Each archived version's latest capture, and each id's latest archived version.
+    versions = archived_keys.group_by([pk, _MS], use_threads=False).aggregate([(_ARCHIVED_ROW, "max")]).rename_columns(
+        [pk, _MS, _ARCHIVED_ROW])
+    newest = archived_keys.group_by(pk, use_threads=False).aggregate([(_MS, "max")]).rename_columns([pk, _NEWEST_MS])
+    matched = (late_keys.join(versions, [pk, _MS], join_type="left outer", use_threads=False)
+               .join(newest, pk, join_type="left outer", use_threads=False)
+               .sort_by(_LATE_ROW))
+    known = pc.is_valid(matched[_ARCHIVED_ROW])  # one row per late row, in their order
+    at = matched.filter(known)
+    same_content = _same_rows(late.take(at[_LATE_ROW]), archived.take(at[_ARCHIVED_ROW]), columns)
+    same = np.zeros(late.num_rows, dtype=bool)
+    same[known.to_numpy(zero_copy_only=False)] = same_content.to_numpy(zero_copy_only=False)
+    changed = at.filter(pc.invert(same_content))
+    behind = matched.filter(pc.fill_null(pc.and_(pc.invert(known), pc.less(matched[_MS], matched[_NEWEST_MS])), False))
+    result = LateRows(late.filter(pa.array(~same)), rewritten=int(same.sum()))
+    result.captures.in_place_rows(changed[pk], changed[_MS])
+    result.captures.behind_rows(behind[pk], behind[_MS], behind[_NEWEST_MS])
     return result
+
+
+_MS, _LATE_ROW, _ARCHIVED_ROW, _NEWEST_MS = "__ms", "__late_row", "__archived_row", "__newest_ms"
+
+
+def _milliseconds(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A naive timestamp column as whole milliseconds since the epoch (as `to_ms`)."""
+    return pc.cast(pc.cast(values, pa.timestamp("ms"), safe=False), pa.int64())
+
+
+def _same_rows(left: pa.Table, right: pa.Table, columns: list[str]) -> pa.ChunkedArray:
+    """Row by row, whether `left` and `right` hold the same values in `columns` (NULL equals NULL)."""
+    same = pa.chunked_array([np.ones(left.num_rows, dtype=bool)])
+    for name in columns:
+        a, b = left[name], right[name]
+        if not a.type.equals(b.type):
+            b = pc.cast(b, a.type)
+        equal = pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(pc.is_null(a), pc.is_null(b)))
+        same = pc.and_(same, equal)
+    return same
 
 
 class LateClassifier:

@@ -104,6 +104,18 @@ class CaptureLog:
         if len(self.moved_back) < CAPTURE_SAMPLE:
             self.moved_back.append(entry)
 
+    def in_place_rows(self, ids: pa.ChunkedArray, ms: pa.ChunkedArray) -> None:
+        """`in_place` for each (id, last_updated ms) of two columns."""
+        room = CAPTURE_SAMPLE - len(self.changed_in_place)
+        self.changed_in_place += zip(ids[:room].to_pylist(), ms[:room].to_pylist())
+        self.changed_in_place_count += len(ids)
+
+    def behind_rows(self, ids: pa.ChunkedArray, ms: pa.ChunkedArray, latest_ms: pa.ChunkedArray) -> None:
+        """`behind` for each (id, last_updated ms, the id's latest archived ms) of three columns."""
+        room = CAPTURE_SAMPLE - len(self.moved_back)
+        self.moved_back += zip(ids[:room].to_pylist(), ms[:room].to_pylist(), latest_ms[:room].to_pylist())
+        self.moved_back_count += len(ids)
+
     def add(self, captures: OutOfOrderCaptures) -> None:
         self.changed_in_place += captures.changed_in_place[:CAPTURE_SAMPLE - len(self.changed_in_place)]
         self.moved_back += captures.moved_back[:CAPTURE_SAMPLE - len(self.moved_back)]
