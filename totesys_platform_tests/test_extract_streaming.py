@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.ingestion import extract as extract_module
@@ -72,3 +74,21 @@ def test_a_caller_that_stops_after_one_table_commits_nothing_else_and_leaves_no_
     for result in stream_extraction(again, seeded_url, zone, batch_ts=BATCH, connections=connections):
         commit_write(result.write)
     assert again.results[first.table].rows == first.rows
+
+
+def test_closing_the_stream_cancels_a_read_in_flight_and_leaves_no_reading_thread(seeded_url, tmp_path):
+    zone = LakeZone((tmp_path / "ingestion").as_uri())
+    holder = psycopg.connect(seeded_url)
+    holder.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(HELD_BACK)))
+    try:
+        run = Extraction({}, {})
+        batches = stream_extraction(run, seeded_url, zone, batch_ts=BATCH, connections=2,
+                                    statement_timeout=timedelta(minutes=5))
+        first = next(batches)  # the other connection waits for the lock on HELD_BACK meanwhile
+        assert first.table != HELD_BACK
+        batches.close()  # the commit failed, say: the read waiting for the lock is cancelled, not waited for
+    finally:
+        holder.close()
+    assert "canceling statement due to user request" in str(run.failures[HELD_BACK])
+    assert not [t for t in threading.enumerate() if t.name.startswith("extract-")]
+    assert _spools_left(run) == []

@@ -286,8 +286,10 @@ def stream_extraction(
     """Prepare the next batch of every table in `tables` from one snapshot of the source: its new versions
     (spooled) and its next state, as a `TableWrite` each, into `run`. Yields each table's result as soon as it is
     read, on the calling thread, while the other tables are still being read: the caller commits it meanwhile
-    (the lake IO manager, or `extract_tables`). Nothing is committed here; a table not committed when the
-    caller stops is discarded (`Extraction.discard`, also called if this generator is closed early).
+    (the lake IO manager, or `extract_tables`). The last table read is yielded once the source's snapshot is
+    released, so no commit holds the source's transaction open past the reads. Nothing is committed here: the
+    caller discards what it did not commit (`Extraction.discard`); closing this generator early does that too,
+    starts no further table and cancels the reads in flight.
 
     A table that fails (schema drift, a value that does not convert, a lock timeout...) is recorded in
     `run.failures` and the others go on. With `connections` > 1, that many tables are read at once, the largest
@@ -333,18 +335,26 @@ def stream_extraction(
         def read_markers(conn: psycopg.Connection) -> None:
             markers.update(deletes.read_markers(conn, [t.name for t in wanted]))
 
+        last: list[TableExtract] = []
         with source_snapshot(source_url, wanted, connect_timeout, statement_timeout, read_markers) as (
                 conn, snapshot, live, bad):
             log(f"Extracting {len(wanted)} tables from {redact_url(source_url)} (snapshot {snapshot}) to {zone.url}")
             run.failures.update({t: schema_error(t, problems) for t, problems in bad.items()})
             readable = [live[t.name] for t in wanted if t.name in live]
             if connections == 1 or len(readable) <= 1:
-                yield from _extract_in_order(readable, conn, extract, log, run)
+                results = _extract_in_order(readable, conn, extract, log, run)
             else:
                 exported, largest_first = export_snapshot(conn, readable, source_url)
                 reader = functools.partial(snapshot_reader, source_url, exported, connect_timeout, statement_timeout)
-                yield from _extract_in_parallel(largest_first, extract, reader, min(connections, len(readable)), log,
-                                                run)
+                results = _extract_in_parallel(largest_first, extract, reader, min(connections, len(readable)), log,
+                                               run)
+            with contextlib.closing(results):
+                for result in results:
+                    if len(run.results) + len(run.failures) < len(wanted):
+                        yield result
+                    else:  # the last table read: committed once the source's snapshot is released
+                        last.append(result)
+        yield from last
     except BaseException:  # GeneratorExit included: the caller stopped before taking every table
         run.discard()
         raise
@@ -362,8 +372,9 @@ def prepare_extraction(source_url: str, zone: LakeZone, tables: Sequence[str] = 
                        **options) -> Extraction:
     """`stream_extraction` run to its end: every table's prepared batch (or failure), none committed."""
     run = Extraction({}, {})
-    for _ in stream_extraction(run, source_url, zone, tables, **options):
-        pass
+    with contextlib.closing(stream_extraction(run, source_url, zone, tables, **options)) as batches:
+        for _ in batches:
+            pass
     return run
 
 
@@ -374,8 +385,9 @@ def extract_tables(source_url: str, zone: LakeZone, tables: Sequence[str] = cont
     benchmarks; the Dagster asset hands the writes to the lake IO manager instead."""
     run = Extraction({}, {})
     try:
-        for result in stream_extraction(run, source_url, zone, tables, **options):
-            result.commit = commit_write(result.write)
+        with contextlib.closing(stream_extraction(run, source_url, zone, tables, **options)) as batches:
+            for result in batches:
+                result.commit = commit_write(result.write)
     finally:
         run.discard()
     failure = run.first_failure()
@@ -422,10 +434,12 @@ def _extract_in_parallel(
     messages: queue.SimpleQueue[str | TableExtract | None] = queue.SimpleQueue()
     broken: list[BaseException] = []
     stop = threading.Event()
+    reading: list[psycopg.Connection] = []
 
     def work() -> None:
         try:
             with reader() as conn:
+                reading.append(conn)
                 while not stop.is_set():
                     try:
                         table = pending.get_nowait()
@@ -458,7 +472,11 @@ def _extract_in_parallel(
             else:
                 log(message)
     finally:
-        stop.set()  # if the caller is interrupted, start no more tables
+        stop.set()  # if the caller is interrupted, start no more tables...
+        if running:
+            for conn in reading:  # ...and end the reads in flight (those tables fail, and are discarded)
+                with contextlib.suppress(Exception):
+                    conn.cancel_safe(timeout=5)
         for thread in threads:
             thread.join()
     for table in tables:

@@ -133,7 +133,8 @@ _MS, _LATE_ROW, _ARCHIVED_ROW, _NEWEST_MS = "__ms", "__late_row", "__archived_ro
 
 
 def _milliseconds(values: pa.ChunkedArray) -> pa.ChunkedArray:
-    """A naive timestamp column as whole milliseconds since the epoch (as `to_ms`)."""
+    """A naive timestamp column as milliseconds since the epoch: `to_ms` of each value (source timestamps are whole
+    milliseconds; truncated toward zero, the two would differ only below a millisecond before 1970)."""
     return pc.cast(pc.cast(values, pa.timestamp("ms"), safe=False), pa.int64())
 
 
