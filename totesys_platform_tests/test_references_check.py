@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import dagster as dg
 import psycopg
 import pytest
@@ -13,7 +16,7 @@ from totesys_platform.defs.warehouse.assets import WAREHOUSE_ASSETS
 from totesys_platform.defs.warehouse.io_manager import WarehouseIOManager
 from totesys_platform.warehouse.rebuild import rebuild_warehouse
 from totesys_platform.lake.processed.runner import read_processed
-from totesys_platform.warehouse.loader import load_table
+from totesys_platform.warehouse.loader import load_table, table_lock_key
 from totesys_platform.warehouse.reads import read_table
 from totesys_platform.warehouse.validation import check_references, dangling_references, record_references_validated
 from totesys_platform_tests.test_warehouse_validation import loaded  # noqa: F401  (fixture)
@@ -191,3 +194,37 @@ def test_the_dagster_check_reports_rows_checked_and_scans_everything_when_asked(
         assert meta["dangling_total"] == 1 and meta["dangling_by_column"]["design_id"] == 1
     else:
         assert evaluation.passed and meta["scan"] == "incremental" and meta["rows_checked"] == 0
+
+
+def test_the_check_does_not_wait_for_a_vacuum_or_analyze_of_the_fact(loaded):
+    """VACUUM, ANALYZE and autovacuum hold SHARE UPDATE EXCLUSIVE on the table: the check reads past them."""
+    _, _, url = loaded
+    with psycopg.connect(url) as maintenance, psycopg.connect(url) as conn:
+        maintenance.execute("LOCK TABLE fact_sales_order IN SHARE UPDATE EXCLUSIVE MODE")
+        conn.execute("SET lock_timeout = '3s'")
+        conn.commit()
+        assert check_references(conn, "fact_sales_order").passed
+
+
+def test_the_check_waits_for_a_load_in_flight_and_then_sees_its_rows(loaded):
+    _, _, url = loaded
+    with psycopg.connect(url) as load, psycopg.connect(url) as conn, psycopg.connect(url, autocommit=True) as watch:
+        assert check_references(conn, "fact_sales_order").passed
+        load.execute("SELECT pg_advisory_xact_lock(%s)", (table_lock_key("fact_sales_order"),))  # as load_table
+        _append_version(load, 20)
+        results = []
+        checking = threading.Thread(target=lambda: results.append(check_references(conn, "fact_sales_order")))
+        checking.start()
+        for _ in range(1500):
+            if watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid = %s",
+                             (conn.info.backend_pid,)).fetchone()[0]:
+                break
+            assert checking.is_alive(), "the check did not wait for the load in flight"
+            time.sleep(0.02)
+        else:
+            pytest.fail("the check neither finished nor waited for the load")
+        load.commit()
+        checking.join(30)
+        (after,) = results
+        assert after.passed and after.rows_checked == 1 and after.checked_through == _max_record_id(load)
+

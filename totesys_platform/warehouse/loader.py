@@ -150,7 +150,7 @@ def load_table(conn: psycopg.Connection, table: str, data: pa.Table, mode: Mode)
     try:
         # Loads of one table take turns (until commit): what the loader finds in the table (empty or not) stays
         # true until it has merged, and two bulk loads cannot deadlock upgrading their locks on it.
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_table_lock_key(target.name),))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (table_lock_key(target.name),))
         validated = False
         if target.kind == "fact":
             inserted, updated, unchanged, validated = _load_fact(conn, target, data)
@@ -425,8 +425,9 @@ BULK_TABLE_RATIO = 4
 LoadKind = Literal["tick", "bulk", "initial"]
 
 
-def _table_lock_key(table: str) -> int:
-    """The advisory lock key that serialises the loads of one table (a stable signed 64-bit number)."""
+def table_lock_key(table: str) -> int:
+    """The advisory lock key that serialises the loads of one table (a stable signed 64-bit number); the checks
+    take it shared to wait for a load in flight (`validation.check_bounds`)."""
     return int.from_bytes(hashlib.sha256(f"totesys_platform.loader:{table}".encode()).digest()[:8], "big", signed=True)
 
 

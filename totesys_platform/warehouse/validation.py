@@ -17,6 +17,7 @@ from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.lake.quarantine import drop_quarantined, quarantined_versions
 from totesys_platform.source.contract import SOURCE_TABLES
 from totesys_platform.star_schema import DELETED_AT, FACTS, TARGET_TABLES
+from totesys_platform.warehouse.loader import table_lock_key
 from totesys_platform.warehouse.reads import read_query, read_table
 from totesys_platform.warehouse.schema import META_SCHEMA, SCHEMA_LOCK_KEY, TABLE_SCHEMA
 
@@ -207,14 +208,16 @@ def ensure_check_state(conn: psycopg.Connection) -> None:
 
 def check_bounds(conn: psycopg.Connection, fact: str, check: str) -> tuple[int, int, tuple | None]:
     """(highest surrogate key, relfilenode, the mark `check` recorded for the fact: (checked_through, relfilenode,
-    detail) or None), read while no load of the fact is in flight: SHARE mode waits for open inserts to commit,
-    so every key up to the highest one is visible (identity values are drawn before commit, possibly out of
-    commit order). Creates `check_state` (or its later columns) when missing."""
+    detail) or None), read while no load of the fact is in flight: the loads' advisory lock, taken shared, waits
+    for an open load to commit, so every key up to the highest one is visible (identity values are drawn before
+    commit, possibly out of commit order). Not a table lock: SHARE mode would also wait for a VACUUM or ANALYZE
+    of the fact (an autovacuum is cancelled after a second, a DBA's VACUUM is waited for). Creates `check_state`
+    (or its later columns) when missing."""
     target = TARGET_TABLES[fact]
 
     def read() -> tuple:
         with conn.transaction():
-            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(TABLE_SCHEMA, fact)))
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (table_lock_key(fact),))
             return conn.execute(sql.SQL(
                 "SELECT (SELECT coalesce(max({sk}), 0) FROM {fact}), pg_relation_filenode(%s::regclass), "
                 "s.checked_through, s.relfilenode, s.detail "
