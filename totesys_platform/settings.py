@@ -26,7 +26,7 @@ class Variable:
     meaning: str
     default: str = ""  # what an unset or empty variable means; "" = unset (off)
     shown: str = ""  # the default as documented, when it is computed (the local stack's URLs) or "" means off
-    secret: bool = False  # may hold a password: passed to resources as dg.EnvVar, never as a value
+    secret: bool = False  # may hold a password: passed to resources as dg.EnvVar, never as a value (test_settings)
 
 
 _V = Variable

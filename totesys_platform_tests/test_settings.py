@@ -6,9 +6,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from totesys_platform import settings
+from totesys_platform.defs.automation.alerts import AlertsResource
+from totesys_platform.defs.resources import build_resources
 from totesys_platform.settings import VARIABLES, flag, positive_number, render_markdown, setting
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,3 +78,36 @@ def test_the_plain_defaults_are_the_declared_ones():
         VARIABLES["ALERT_EMAIL_FROM"].default, VARIABLES["SMTP_PORT"].default)
     assert session_timeouts({}) == {"WAREHOUSE_LOCK_TIMEOUT_SECONDS": 60.0, "WAREHOUSE_STATEMENT_TIMEOUT_SECONDS": 1800.0}
     assert settings.Settings.from_env({"TOTESYS_LOCAL_PG_PORT": "5999"}).warehouse_db_url.endswith(":5999/warehouse")
+
+
+# Where each variable marked secret is read: by a resource (as a dg.EnvVar), or by an instance file (as `env:`).
+SECRETS_READ_BY_INSTANCE_FILES = {"DAGSTER_PG_URL": ("dagster.yaml", "deploy/dagster.prod.yaml")}
+SECRETS_READ_BY_RESOURCES = sorted(v.name for v in VARIABLES.values()
+                                   if v.secret and v.name not in SECRETS_READ_BY_INSTANCE_FILES)
+
+
+def _field_values(resource) -> list:
+    """Every configured value of a resource, nested resources included."""
+    values = []
+    for name in type(resource).model_fields:
+        value = getattr(resource, name)
+        values += _field_values(value) if isinstance(value, dg.ConfigurableResource) else [value]
+    return values
+
+
+@pytest.mark.parametrize("name", SECRETS_READ_BY_RESOURCES)
+def test_a_variable_marked_secret_reaches_the_resources_only_as_an_env_var(monkeypatch, name):
+    secret = "s3cr3t-SENTINEL"
+    monkeypatch.setenv(name, f"postgresql://loader:{secret}@db.example:5432/db" if name.endswith("_URL") else secret)
+    resources = [*build_resources().values(), AlertsResource.from_env()]
+    values = [value for resource in resources for value in _field_values(resource)]
+    env_vars = [v.env_var_name for v in values if isinstance(v, dg.EnvVar)]  # resolved only in a run
+    assert [v for v in values if not isinstance(v, dg.EnvVar) and secret in str(v)] == []
+    assert name in env_vars
+
+
+@pytest.mark.parametrize("name, files", SECRETS_READ_BY_INSTANCE_FILES.items())
+def test_a_secret_read_by_the_instance_files_is_an_env_reference_there(name, files):
+    assert {v.name for v in VARIABLES.values() if v.secret} >= {name}
+    for file in files:
+        assert f"env: {name}" in (ROOT / file).read_text(), file
