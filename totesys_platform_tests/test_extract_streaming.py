@@ -7,16 +7,19 @@ import os
 import threading
 from datetime import datetime, timedelta
 
+import dagster as dg
 import psycopg
 import pytest
 from psycopg import sql
 
+from totesys_platform.defs.ingestion.assets import extract_totesys
 from totesys_platform.lake.delta import LakeZone
 from totesys_platform.lake.ingestion import extract as extract_module
 from totesys_platform.lake.ingestion.extract import Extraction, stream_extraction
 from totesys_platform.lake.writes import Spool, commit_write
 from totesys_platform.local import simulator
 from totesys_platform.source import contract
+from totesys_platform_tests.test_pipeline import resources
 
 BATCH = datetime(2026, 1, 1, 12, 0, 0)
 HELD_BACK = contract.TABLE_NAMES[-1]
@@ -92,3 +95,19 @@ def test_closing_the_stream_cancels_a_read_in_flight_and_leaves_no_reading_threa
     assert "canceling statement due to user request" in str(run.failures[HELD_BACK])
     assert not [t for t in threading.enumerate() if t.name.startswith("extract-")]
     assert _spools_left(run) == []
+
+
+def test_the_asset_hands_each_table_to_the_lake_io_manager_before_the_extraction_is_done(totesys_url, tmp_path):
+    """In a real Dagster run, the lake IO manager commits the tables while the extraction goes on: every table's
+    output is handled before the step logs that the extraction is done."""
+    simulator.seed(totesys_url, scale=0.002, seed=7, progress=lambda *a, **k: None)
+    ingestion, processed = (tmp_path / "ingestion").as_uri(), (tmp_path / "processed").as_uri()
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([extract_totesys], instance=instance, raise_on_error=True,
+                            resources=resources(totesys_url, "postgresql://unused", ingestion, processed))
+    entries = instance.all_logs(result.run_id)
+    handled = [i for i, e in enumerate(entries)
+               if e.dagster_event is not None and e.dagster_event.event_type_value == "HANDLED_OUTPUT"]
+    (done,) = [i for i, e in enumerate(entries) if e.user_message.startswith("Extraction done")]
+    assert len(handled) == len(contract.TABLE_NAMES) and max(handled) < done
+    assert all(LakeZone(ingestion).table(t).snapshot().version == 0 for t in contract.TABLE_NAMES)
