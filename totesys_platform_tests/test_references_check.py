@@ -228,3 +228,35 @@ def test_the_check_waits_for_a_load_in_flight_and_then_sees_its_rows(loaded):
         (after,) = results
         assert after.passed and after.rows_checked == 1 and after.checked_through == _max_record_id(load)
 
+
+
+def test_a_rebuild_waits_for_a_check_in_flight_and_neither_deadlocks(loaded):
+    """The rebuild takes the loads' locks before it empties the tables, as the checks and loads take them before
+    the table: a check halfway through (holding the lock, about to read the fact) finishes, then the rebuild."""
+    _, processed, url = loaded
+    with psycopg.connect(url) as check, psycopg.connect(url, autocommit=True) as watch:
+        check.execute("SELECT pg_advisory_xact_lock_shared(%s)", (table_lock_key("fact_sales_order"),))
+        errors: list[BaseException] = []
+
+        def rebuild() -> None:
+            try:
+                rebuild_warehouse(url, processed)
+            except BaseException as err:  # noqa: BLE001 - reported below
+                errors.append(err)
+
+        rebuilding = threading.Thread(target=rebuild)
+        rebuilding.start()
+        for _ in range(1500):
+            if watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> %s",
+                             (check.info.backend_pid,)).fetchone()[0]:
+                break
+            assert rebuilding.is_alive() and not errors, errors
+            time.sleep(0.02)
+        else:
+            pytest.fail("the rebuild never waited for the check")
+        assert check.execute("SELECT max(sales_record_id) FROM fact_sales_order").fetchone()[0] is not None
+        check.commit()
+        rebuilding.join(60)
+    assert errors == []
+    with psycopg.connect(url) as conn:
+        assert check_references(conn, "fact_sales_order").passed

@@ -325,8 +325,15 @@ def set_load_state(conn: psycopg.Connection, table: str, position: Position) -> 
 
 
 def reset_warehouse(conn: psycopg.Connection) -> None:
-    """Empty the warehouse tables and the load state, keeping the schema (for a rebuild from the lake)."""
+    """Empty the warehouse tables and the load state, keeping the schema (for a rebuild from the lake).
+
+    Takes every table's load lock first (held until the caller commits), in one order, as a load and the checks
+    take it before the table itself: a load in flight is waited for, and neither can deadlock with the rebuild."""
+    from totesys_platform.warehouse.loader import table_lock_key  # (the loader builds on this module)
+
     with conn.transaction():
+        for name in sorted(TARGET_TABLES):
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (table_lock_key(name),))
         conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
             sql.SQL(", ").join(_ident(TABLE_SCHEMA, name) for name in TARGET_TABLES)))
         conn.execute(sql.SQL("DELETE FROM {}").format(_ident(META_SCHEMA, "load_state")))
