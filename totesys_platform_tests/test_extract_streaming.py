@@ -4,7 +4,9 @@ a caller that stops early leaves nothing behind (real PostgreSQL, real Delta tab
 from __future__ import annotations
 
 import os
+import re
 import threading
+import time
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -85,10 +87,17 @@ def test_closing_the_stream_cancels_a_read_in_flight_and_leaves_no_reading_threa
     holder.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(HELD_BACK)))
     try:
         run = Extraction({}, {})
-        batches = stream_extraction(run, seeded_url, zone, batch_ts=BATCH, connections=2,
+        batches = stream_extraction(run, seeded_url, zone, ["currency", HELD_BACK], batch_ts=BATCH, connections=2,
                                     statement_timeout=timedelta(minutes=5))
-        first = next(batches)  # the other connection waits for the lock on HELD_BACK meanwhile
-        assert first.table != HELD_BACK
+        assert next(batches).table == "currency"  # the other connection waits for the lock on HELD_BACK
+        with psycopg.connect(seeded_url, autocommit=True) as watch:
+            for _ in range(1500):
+                if watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                 "AND application_name = 'totesys_platform extract'").fetchone()[0]:
+                    break
+                time.sleep(0.02)
+            else:
+                pytest.fail(f"no read of {HELD_BACK} waited for its lock")
         batches.close()  # the commit failed, say: the read waiting for the lock is cancelled, not waited for
     finally:
         holder.close()
@@ -98,8 +107,8 @@ def test_closing_the_stream_cancels_a_read_in_flight_and_leaves_no_reading_threa
 
 
 def test_the_asset_hands_each_table_to_the_lake_io_manager_before_the_extraction_is_done(totesys_url, tmp_path):
-    """In a real Dagster run, the lake IO manager commits the tables while the extraction goes on: every table's
-    output is handled before the step logs that the extraction is done."""
+    """In a real Dagster run, the lake IO manager commits the tables while the extraction goes on: the first table
+    is committed before the last one is read, and every one before the step logs that the extraction is done."""
     simulator.seed(totesys_url, scale=0.002, seed=7, progress=lambda *a, **k: None)
     ingestion, processed = (tmp_path / "ingestion").as_uri(), (tmp_path / "processed").as_uri()
     instance = dg.DagsterInstance.ephemeral()
@@ -108,6 +117,8 @@ def test_the_asset_hands_each_table_to_the_lake_io_manager_before_the_extraction
     entries = instance.all_logs(result.run_id)
     handled = [i for i, e in enumerate(entries)
                if e.dagster_event is not None and e.dagster_event.event_type_value == "HANDLED_OUTPUT"]
+    read = [i for i, e in enumerate(entries) if re.match(r"\w+: \d+ new versions since", e.user_message)]
     (done,) = [i for i, e in enumerate(entries) if e.user_message.startswith("Extraction done")]
-    assert len(handled) == len(contract.TABLE_NAMES) and max(handled) < done
+    assert len(handled) == len(read) == len(contract.TABLE_NAMES) and max(handled) < done
+    assert min(handled) < max(read)  # the first table was committed before the last one was read
     assert all(LakeZone(ingestion).table(t).snapshot().version == 0 for t in contract.TABLE_NAMES)

@@ -342,6 +342,10 @@ def stream_extraction(
             run.failures.update({t: schema_error(t, problems) for t, problems in bad.items()})
             readable = [live[t.name] for t in wanted if t.name in live]
             if connections == 1 or len(readable) <= 1:
+                # Between two tables this session waits, idle in its transaction, while the run commits the first:
+                # a server's shorter idle limit would end it and fail the tables not read yet.
+                conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                             (str(statement_timeout // timedelta(milliseconds=1)),))
                 results = _extract_in_order(readable, conn, extract, log, run)
             else:
                 exported, largest_first = export_snapshot(conn, readable, source_url)
@@ -473,11 +477,14 @@ def _extract_in_parallel(
                 log(message)
     finally:
         stop.set()  # if the caller is interrupted, start no more tables...
-        if running:
-            for conn in reading:  # ...and end the reads in flight (those tables fail, and are discarded)
-                with contextlib.suppress(Exception):
-                    conn.cancel_safe(timeout=5)
         for thread in threads:
+            # ...and end the reads in flight (those tables fail, and are discarded); again while a thread goes on,
+            # as a cancel that lands between two statements is ignored.
+            while running and thread.is_alive():
+                for conn in reading:
+                    with contextlib.suppress(Exception):
+                        conn.cancel_safe(timeout=5)
+                thread.join(timeout=1)
             thread.join()
     for table in tables:
         if table.name not in run.results and table.name not in run.failures:

@@ -52,11 +52,7 @@ def export_snapshot(conn: psycopg.Connection, tables: Sequence[LiveTable],
 
 def session_settings(conn: psycopg.Connection, statement_timeout: timedelta) -> None:
     conn.execute("SET LOCAL DateStyle = ISO")
-    limit = str(statement_timeout // timedelta(milliseconds=1))
-    # The snapshot's session waits, idle in its transaction, while the run commits a table to the lake: a server's
-    # shorter idle limit would end it and fail the tables not read yet. Bounded like a statement instead.
-    conn.execute("SELECT set_config('statement_timeout', %s, true), "
-                 "set_config('idle_in_transaction_session_timeout', %s, true)", (limit, limit))
+    conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout // timedelta(milliseconds=1)),))
 
 
 @contextmanager
