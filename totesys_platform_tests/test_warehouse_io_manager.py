@@ -261,6 +261,32 @@ def test_a_load_held_up_by_an_analysts_open_read_fails_within_the_lock_timeout_n
     assert_unchanged_then_caught_up(warehouse_url, fact)
 
 
+def test_a_bulk_load_held_up_by_an_analysts_open_read_of_a_dimension_names_that_session_and_table(
+    warehouse_url, monkeypatch
+):
+    """A bulk load sets the fact's foreign keys aside, which locks the dimensions they refer to as well: an
+    analyst's open transaction on dim_date holds the load up, and the error names that session and dim_date
+    (the sessions on the fact alone are none, which read as "a session that has ended since")."""
+    monkeypatch.setenv("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "1")
+    fact = a_fact_and_its_bulk_catch_up(warehouse_url)
+
+    analyst = psycopg.connect(warehouse_url, application_name="analyst dashboard")
+    bystander = psycopg.connect(warehouse_url, application_name="bystander")  # on a table the fact does not use
+    try:
+        analyst.execute("SELECT count(*) FROM dim_date").fetchone()  # the transaction stays open
+        bystander.execute("SELECT count(*) FROM dim_payment_type").fetchone()
+        result = run([*dimension_assets(), fact], warehouse_url, selection=[fact], raise_on_error=False)
+        assert not result.success
+        text = failure_text(result)
+        assert "WarehouseLockTimeout" in text and "waited 1 s for a lock" in text
+        assert f"pid {analyst.info.backend_pid} on dim_date" in text and "application analyst dashboard" in text
+        assert "ended since" not in text and "bystander" not in text
+    finally:
+        analyst.close()
+        bystander.close()
+    assert_unchanged_then_caught_up(warehouse_url, fact)
+
+
 def test_a_load_cut_short_by_the_statement_timeout_names_it_and_the_session_holding_the_table(
     warehouse_url, monkeypatch
 ):

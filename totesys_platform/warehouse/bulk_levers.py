@@ -42,8 +42,9 @@ def foreign_keys_validated_once(
     fact load, measured); adding the constraint back validates every row with one set-based join
     instead. That validation is the reference check of a bulk load: if it fails, `name_violations`
     (the loader's reference check of the staged rows) names the dangling values and keys, and the caller rolls the whole
-    transaction back, so the table never holds an unchecked row. The ALTERs lock the fact table until
-    commit: readers wait during a bulk load (an initial load or a catch-up).
+    transaction back, so the table never holds an unchecked row. The ALTERs lock the fact table, and the
+    DROPs the dimensions it refers to (ACCESS EXCLUSIVE: they drop the key's triggers there), until commit:
+    readers of either wait during a bulk load (an initial load or a catch-up).
     """
     fks = [(f"{target.name}_{c.name}_fkey", c.name, *c.references.split(".")) for c in target.columns if c.references]
     table = sql.Identifier(TABLE_SCHEMA, target.name)

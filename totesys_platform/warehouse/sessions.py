@@ -1,7 +1,8 @@
 """Warehouse sessions that share the database with analysts (plain logic, no Dagster).
 
 Every session the platform opens on the warehouse has a lock timeout and a statement timeout: a bulk load
-takes ACCESS EXCLUSIVE locks, so without them an analyst's open transaction on a fact would make the load wait
+takes ACCESS EXCLUSIVE locks (on the fact, and on the dimensions it refers to while it sets its foreign keys
+aside), so without them an analyst's open transaction on a fact or one of its dimensions would make the load wait
 for ever, and every later reader queue behind the load. A load that times out changes nothing (its
 transaction rolls back) and says which sessions held it up; the next run catches up.
 """
@@ -53,24 +54,34 @@ def connect_warehouse(url: str, connect_timeout_s: int = 10) -> psycopg.Connecti
 
 
 def blocking_sessions(url: str, table: str, schema: str = "public") -> list[str]:
-    """The other sessions holding a lock on `schema.table`, described for an operator (oldest transaction first).
-    Fields PostgreSQL hides from a role without pg_read_all_stats show as "?"."""
+    """The other sessions holding a lock on `schema.table` or on a table it refers to by a foreign key (a bulk load
+    of a fact drops and re-adds its foreign keys, which locks the dimensions too), each with the table(s) it holds,
+    described for an operator (oldest transaction first). Fields PostgreSQL hides from a role without
+    pg_read_all_stats show as "?"."""
     with connect_warehouse(url, connect_timeout_s=5) as conn:
-        rows = conn.execute(
-            "SELECT DISTINCT a.pid, a.usename, a.application_name, a.state, "
-            "       date_trunc('second', now() - a.xact_start), a.query_start, a.xact_start "
-            "FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
-            "WHERE l.locktype = 'relation' AND l.relation = to_regclass(%s) AND l.granted "
-            "  AND a.pid <> pg_backend_pid() "
-            "ORDER BY a.xact_start NULLS LAST", (f"{schema}.{table}",)).fetchall()
-    return [f"pid {pid} (user {user or '?'}, application {app or '?'}, {state or '?'}, transaction open for "
-            f"{age if age is not None else '?'}, query started {started.isoformat(timespec='seconds') if started else '?'})"
-            for pid, user, app, state, age, started, _ in rows]
+        rows = conn.execute("""
+            WITH locked AS (
+                SELECT to_regclass(%(table)s) AS relation
+                UNION SELECT confrelid FROM pg_constraint WHERE conrelid = to_regclass(%(table)s) AND contype = 'f'
+            )
+            SELECT a.pid, a.usename, a.application_name, a.state, date_trunc('second', now() - a.xact_start),
+                   a.query_start, string_agg(DISTINCT l.relation::regclass::text, ', ')
+            FROM pg_locks AS l
+            JOIN locked ON locked.relation = l.relation
+            JOIN pg_stat_activity AS a ON a.pid = l.pid
+            WHERE l.locktype = 'relation' AND l.granted AND a.pid <> pg_backend_pid()
+            GROUP BY a.pid, a.usename, a.application_name, a.state, a.xact_start, a.query_start
+            ORDER BY a.xact_start NULLS LAST
+        """, {"table": f"{schema}.{table}"}).fetchall()
+    return [f"pid {pid} on {tables} (user {user or '?'}, application {app or '?'}, {state or '?'}, transaction open "
+            f"for {age if age is not None else '?'}, query started "
+            f"{started.isoformat(timespec='seconds') if started else '?'})"
+            for pid, user, app, state, age, started, tables in rows]
 
 
 def _describe_blockers(url: str, table: str) -> str | None:
-    """The sessions holding a lock on `table`, on one line; None if there are none (or they cannot be listed:
-    the error being explained matters more than this detail)."""
+    """The sessions holding a lock on `table` or the tables it refers to, on one line; None if there are none (or
+    they cannot be listed: the error being explained matters more than this detail)."""
     try:
         blockers = blocking_sessions(url, table)
     except (psycopg.Error, WarehouseConnectionError):
@@ -90,7 +101,7 @@ def lock_timeout_error(url: str, table: str) -> WarehouseLockTimeout:
     wait = session_timeouts()[LOCK_TIMEOUT_ENV]
     held_by = _describe_blockers(url, table) or "a session that has ended since"
     return WarehouseLockTimeout(
-        f"{table}: the load waited {wait:g} s for a lock on the table, held by {held_by}. Nothing was changed; "
+        f"{table}: the load waited {wait:g} s for a lock, held by {held_by}. Nothing was changed; "
         f"the next run catches up. Ask that session to commit or roll back (or end it: SELECT "
         f"pg_terminate_backend(pid)), or raise {LOCK_TIMEOUT_ENV}")
 
@@ -100,7 +111,7 @@ def statement_timeout_error(url: str, table: str) -> WarehouseStatementTimeout:
     lock (a statement timeout shorter than the lock timeout), so the sessions holding the table are named too."""
     limit = session_timeouts()[STATEMENT_TIMEOUT_ENV]
     blockers = _describe_blockers(url, table)
-    held = f" Sessions holding a lock on the table: {blockers}." if blockers else ""
+    held = f" Sessions holding a lock on the table or its dimensions: {blockers}." if blockers else ""
     return WarehouseStatementTimeout(
         f"{table}: a statement of the load ran longer than the statement timeout ({limit:g} s) and was "
         f"cancelled. Nothing was changed; the next run catches up.{held} If a session holds the table, ask it to "
