@@ -12,6 +12,7 @@ Plain standard library plus `packaging`; reads the metadata of the environment i
 
 from __future__ import annotations
 
+import argparse
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -79,7 +80,11 @@ def parse(text: str) -> dict[str, str]:
     return pins
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(
+        description="Write deploy/constraints.txt from the exact versions of the runtime dependencies installed in "
+                    "the virtualenv it runs in (run it with .venv/bin/python after changing pyproject.toml).",
+    ).parse_args(argv)
     CONSTRAINTS_PATH.write_text(render(runtime_closure()))
     print(f"wrote {CONSTRAINTS_PATH}")
 
