@@ -279,6 +279,20 @@ def test_any_text_round_trips_exactly(conn, copy_format, texts):
         conn.rollback()
 
 
+def test_text_round_trips_through_a_warehouse_session_whatever_the_client_encoding_says(warehouse_url, monkeypatch):
+    """A binary COPY's text is read in the session's client encoding: a warehouse session is UTF-8 even where
+    PGCLIENTENCODING says LATIN1 (else "Zürich" would be stored as "ZÃ¼rich", without an error)."""
+    from totesys_platform.warehouse.sessions import connect_warehouse
+
+    monkeypatch.setenv("PGCLIENTENCODING", "LATIN1")
+    data = arrow("dim_location", [location_row(1, city="Zürich 東京 🚚")])
+    with connect_warehouse(warehouse_url) as session:
+        ensure_schema(session)
+        load_table(session, "dim_location", data, "upsert")
+        assert session.execute("SELECT city FROM dim_location").fetchone() == ("Zürich 東京 🚚",)
+        session.rollback()
+
+
 def test_text_postgresql_cannot_store_is_refused_naming_the_table(conn, copy_format):
     data = arrow("dim_location", [location_row(1, city="nul\x00byte")])
     with pytest.raises(WarehouseLoadError, match="^dim_location: the warehouse refused the load: .*0x00"):

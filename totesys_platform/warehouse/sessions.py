@@ -41,11 +41,12 @@ def session_timeouts(env: Mapping[str, str] | None = None) -> dict[str, float]:
 
 def connect_warehouse(url: str, connect_timeout_s: int = 10) -> psycopg.Connection:
     """A connection to the warehouse at `url` (already resolved: see secrets.py) with the session timeouts set;
-    a failure is a WarehouseConnectionError naming the URL without its password."""
+    a failure is a WarehouseConnectionError naming the URL without its password. UTF-8 whatever PGCLIENTENCODING
+    says: a binary COPY's text is read in the client encoding (copy_in.py)."""
     timeouts = session_timeouts()
     conn = connect(url, purpose="warehouse", what="the warehouse at", setting="WAREHOUSE_DB_URL",
                    hint="Check WAREHOUSE_DB_URL and that the server is up", error=WarehouseConnectionError,
-                   connect_timeout=connect_timeout_s)
+                   connect_timeout=connect_timeout_s, client_encoding="UTF8")
     # Session settings (is_local false), committed so that they outlive this first transaction.
     conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
                  (f"{round(timeouts[LOCK_TIMEOUT_ENV] * 1000)}ms", f"{round(timeouts[STATEMENT_TIMEOUT_ENV] * 1000)}ms"))
