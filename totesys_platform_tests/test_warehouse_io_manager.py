@@ -287,6 +287,51 @@ def test_a_bulk_load_held_up_by_an_analysts_open_read_of_a_dimension_names_that_
     assert_unchanged_then_caught_up(warehouse_url, fact)
 
 
+def test_a_load_held_up_by_another_load_or_a_rebuild_names_the_session_holding_the_tables_load_lock(
+    warehouse_url, monkeypatch
+):
+    """Loads of one table take turns through an advisory lock (a rebuild takes every table's): a load that waits
+    for it longer than the lock timeout names the session holding it, not "a session that has ended since"."""
+    from totesys_platform.warehouse.loader import table_lock_key
+
+    monkeypatch.setenv("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "1")
+    fact = a_fact_and_its_bulk_catch_up(warehouse_url)
+    other = psycopg.connect(warehouse_url, application_name="another load")
+    try:
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (table_lock_key("fact_sales_order"),))
+        result = run([*dimension_assets(), fact], warehouse_url, selection=[fact], raise_on_error=False)
+        assert not result.success
+        text = failure_text(result)
+        assert "WarehouseLockTimeout" in text and "ended since" not in text
+        assert f"pid {other.info.backend_pid} on the load lock of fact_sales_order" in text
+        assert "application another load" in text
+    finally:
+        other.close()
+    assert_unchanged_then_caught_up(warehouse_url, fact)
+
+
+def test_a_lock_timeout_names_no_session_of_another_database(warehouse_url, pg_server, monkeypatch):
+    """pg_locks covers the whole server, and databases cloned from one template share their tables' OIDs: a
+    session reading dim_date in the clone is not named as holding this warehouse's dim_date."""
+    monkeypatch.setenv("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "1")
+    fact = a_fact_and_its_bulk_catch_up(warehouse_url)
+    clone = f"{warehouse_url.rsplit('/', 1)[1]}_clone"
+    pg_server.create_database(clone, template=warehouse_url.rsplit("/", 1)[1])
+    analyst = psycopg.connect(warehouse_url, application_name="analyst here")
+    elsewhere = psycopg.connect(pg_server.url(clone), application_name="analyst elsewhere")
+    try:
+        analyst.execute("SELECT count(*) FROM dim_date").fetchone()
+        elsewhere.execute("SELECT count(*) FROM dim_date").fetchone()
+        result = run([*dimension_assets(), fact], warehouse_url, selection=[fact], raise_on_error=False)
+        text = failure_text(result)
+        assert f"pid {analyst.info.backend_pid} on dim_date (AccessShareLock)" in text
+        assert "analyst elsewhere" not in text and f"pid {elsewhere.info.backend_pid} " not in text
+    finally:
+        analyst.close()
+        elsewhere.close()
+        pg_server.drop_database(clone)
+
+
 def test_a_load_cut_short_by_the_statement_timeout_names_it_and_the_session_holding_the_table(
     warehouse_url, monkeypatch
 ):

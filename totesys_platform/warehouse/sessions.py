@@ -15,6 +15,7 @@ import psycopg
 
 from totesys_platform.connections import APPLICATION, connect
 from totesys_platform.settings import positive_number
+from totesys_platform.warehouse.loader import table_lock_key
 
 # Defaults (settings.py): a minute of waiting for an analyst's lock; half an hour for one statement (an initial
 # load at scale 100 takes about a minute in all).
@@ -55,10 +56,10 @@ def connect_warehouse(url: str, connect_timeout_s: int = 10) -> psycopg.Connecti
 
 
 def blocking_sessions(url: str, table: str, schema: str = "public") -> list[str]:
-    """The other sessions holding a lock on `schema.table` or on a table it refers to by a foreign key (a bulk load
-    of a fact drops and re-adds its foreign keys, which locks the dimensions too), each with the table(s) it holds,
-    described for an operator (oldest transaction first). Fields PostgreSQL hides from a role without
-    pg_read_all_stats show as "?"."""
+    """The other sessions of this database holding a lock on `schema.table`, on a table it refers to by a foreign
+    key (a bulk load of a fact drops and re-adds its foreign keys, which locks the dimensions too), or the table's
+    load lock (another load or a rebuild), each with what it holds and in which mode, described for an operator
+    (oldest transaction first). Fields PostgreSQL hides from a role without pg_read_all_stats show as "?"."""
     with connect_warehouse(url, connect_timeout_s=5) as conn:
         rows = conn.execute("""
             WITH locked AS (
@@ -66,18 +67,26 @@ def blocking_sessions(url: str, table: str, schema: str = "public") -> list[str]
                 UNION SELECT confrelid FROM pg_constraint WHERE conrelid = to_regclass(%(table)s) AND contype = 'f'
             )
             SELECT a.pid, a.usename, a.application_name, a.state, date_trunc('second', now() - a.xact_start),
-                   a.query_start, string_agg(DISTINCT l.relation::regclass::text, ', ')
+                   a.query_start,
+                   string_agg(DISTINCT CASE WHEN l.locktype = 'relation'
+                                            THEN format('%%s (%%s)', l.relation::regclass, l.mode)
+                                            ELSE %(load_lock)s END, ', ')
             FROM pg_locks AS l
-            JOIN locked ON locked.relation = l.relation
             JOIN pg_stat_activity AS a ON a.pid = l.pid
-            WHERE l.locktype = 'relation' AND l.granted AND a.pid <> pg_backend_pid()
+            WHERE l.granted AND a.pid <> pg_backend_pid()
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND (l.locktype = 'relation' AND l.relation IN (SELECT relation FROM locked)
+                   -- a bigint advisory key is held as its high and low 32 bits, objsubid 1
+                   OR l.locktype = 'advisory' AND l.objsubid = 1
+                      AND (l.classid::bigint << 32 | l.objid::bigint) = %(key)s)
             GROUP BY a.pid, a.usename, a.application_name, a.state, a.xact_start, a.query_start
             ORDER BY a.xact_start NULLS LAST
-        """, {"table": f"{schema}.{table}"}).fetchall()
-    return [f"pid {pid} on {tables} (user {user or '?'}, application {app or '?'}, {state or '?'}, transaction open "
+        """, {"table": f"{schema}.{table}", "key": table_lock_key(table),
+              "load_lock": f"the load lock of {table} (a load or a rebuild)"}).fetchall()
+    return [f"pid {pid} on {held} (user {user or '?'}, application {app or '?'}, {state or '?'}, transaction open "
             f"for {age if age is not None else '?'}, query started "
             f"{started.isoformat(timespec='seconds') if started else '?'})"
-            for pid, user, app, state, age, started, tables in rows]
+            for pid, user, app, state, age, started, held in rows]
 
 
 def _describe_blockers(url: str, table: str) -> str | None:
