@@ -23,6 +23,10 @@ except ImportError:  # Linux on ARM: see the module docstring
 COPY_CHUNK_ROWS = 50_000  # rows encoded per COPY write: bounds memory, keeps writes large
 
 
+class CopyEncodingError(ValueError):
+    """A value has no PostgreSQL form (a date or a time outside PostgreSQL's range, say); nothing was merged."""
+
+
 def copy_rows(conn: psycopg.Connection, into: sql.Identifier, data: pa.Table, columns: list[str]) -> int:
     """COPY `data`, whose columns are `columns` in that order, into table `into`; return the rows copied."""
     target_columns = sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -34,7 +38,11 @@ def copy_rows(conn: psycopg.Connection, into: sql.Identifier, data: pa.Table, co
         with cur.copy(copy) as copier:
             copier.write(encoder.write_header())
             for batch in data.to_batches(max_chunksize=COPY_CHUNK_ROWS):
-                copier.write(encoder.write_batch(batch))
+                try:
+                    encoded = encoder.write_batch(batch)
+                except ValueError as err:  # the COPY is abandoned with it (CopyFail): the caller rolls back
+                    raise CopyEncodingError(str(err)) from None
+                copier.write(memoryview(encoded))  # psycopg sends it in slices: views, not copies
             copier.write(encoder.finish())
         return cur.rowcount
 

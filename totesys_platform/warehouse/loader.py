@@ -32,7 +32,7 @@ from psycopg.pq import TransactionStatus
 
 from totesys_platform.lake.delta import Position
 from totesys_platform.star_schema import TARGET_TABLES, TargetTable
-from totesys_platform.warehouse.copy_in import copy_rows
+from totesys_platform.warehouse.copy_in import CopyEncodingError, copy_rows
 from totesys_platform.warehouse.bulk_levers import foreign_keys_validated_once, indexes_built_after, memory_raised
 from totesys_platform.warehouse.schema import TABLE_SCHEMA, column_type
 
@@ -155,6 +155,10 @@ def load_table(conn: psycopg.Connection, table: str, data: pa.Table, mode: Mode)
             inserted, updated, unchanged, validated = _load_fact(conn, target, data)
         else:
             inserted, updated, unchanged = _load_dimension(conn, target, data)
+    except CopyEncodingError as err:
+        raise WarehouseLoadError(
+            f"{table}: a value has no PostgreSQL form: {err}. Nothing is merged once the transaction is rolled "
+            "back; fix the processed data and rerun") from err
     except psycopg.Error as err:
         raise WarehouseLoadError(
             f"{table}: the warehouse refused the load: {_describe_db_error(err)}. Nothing is merged once the "
