@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.run import breakdown, parse_duration, step_group  # noqa: E402
+from bench.run import breakdown, parse_duration, quiet_server, step_group  # noqa: E402
 
 PHASES = ("initial", "incremental", "no-change")
 BUILT = ("floor", "pandas", "ours")  # the approaches that build the star schema
@@ -87,11 +87,27 @@ def test_report_names_machine_commands_targets_and_lake(tiny_report):
         assert target in report
     assert re.search(r"PostgreSQL \d+\.\d+", report) and "CPUs" in report and "GiB RAM" in report
     assert "dagster job execute -m totesys_platform.definitions -j totesys_etl" in report
+    assert "vacuumed and analyzed and a checkpoint before each run" in report
     assert results["scales"][0]["lake"]["ingestion"]["files"] > 0
     assert "UNCOMPRESSED" not in results["scales"][0]["lake"]["ingestion"]["codecs"]
     assert (results_dir / "plot.png").stat().st_size > 0
     assert len(list((results_dir / "logs").glob("ours-*.log"))) == 3
     assert "scale 0.05: seeding" in stdout  # progress lines as it goes
+
+
+def test_each_run_starts_with_the_previous_runs_rows_vacuumed_and_analyzed(pg_server, warehouse_url):
+    """Autovacuum finds nothing left to do from the previous approach's load (it would run during the next)."""
+    import psycopg
+
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE loaded AS SELECT g AS id FROM generate_series(1, 50000) AS g")
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        quiet_server(pg_server)
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        vacuumed, analyzed, inserted_since = conn.execute(
+            "SELECT last_vacuum IS NOT NULL, last_analyze IS NOT NULL, n_ins_since_vacuum FROM pg_stat_user_tables "
+            "WHERE relname = 'loaded'").fetchone()
+    assert vacuumed and analyzed and inserted_since == 0
 
 
 def test_report_keeps_hand_written_notes_between_runs(tmp_path):
