@@ -14,14 +14,16 @@ def _arrow_allocates_through_jemalloc() -> None:
     imports it with the variable set and then removes it: processes we start (the bench's comparators) keep
     their own default. A pool the user chose wins; so does a pyarrow imported earlier. Only where the wheels
     have jemalloc (Linux on x86_64); elsewhere pyarrow would warn and keep mimalloc anyway."""
-    if ("pyarrow" in sys.modules or "ARROW_DEFAULT_MEMORY_POOL" in os.environ
+    from totesys_platform.settings import is_set
+
+    if ("pyarrow" in sys.modules or is_set("ARROW_DEFAULT_MEMORY_POOL")
             or sys.platform != "linux" or platform.machine() != "x86_64"):
         return
     os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "jemalloc"
     try:
         importlib.import_module("pyarrow")
     finally:
-        del os.environ["ARROW_DEFAULT_MEMORY_POOL"]
+        os.environ.pop("ARROW_DEFAULT_MEMORY_POOL")
 
 
 _arrow_allocates_through_jemalloc()
