@@ -27,9 +27,9 @@ class CopyEncodingError(ValueError):
     """A value has no PostgreSQL form (a date or a time outside PostgreSQL's range, say); nothing was merged."""
 
 
-def copy_rows(conn: psycopg.Connection, into: sql.Identifier, data: pa.Table, columns: list[str]) -> int:
-    """COPY `data`, whose columns are `columns` in that order, into table `into`; return the rows copied."""
-    target_columns = sql.SQL(", ").join(map(sql.Identifier, columns))
+def copy_rows(conn: psycopg.Connection, into: sql.Identifier, data: pa.Table) -> int:
+    """COPY `data` into the columns of table `into` that bear its column names; return the rows copied."""
+    target_columns = sql.SQL(", ").join(map(sql.Identifier, data.column_names))
     if pgpq is None:
         return _copy_csv(conn, into, target_columns, data)
     encoder = pgpq.ArrowToPostgresBinaryEncoder(data.schema)
