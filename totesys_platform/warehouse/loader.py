@@ -20,7 +20,6 @@ which leaves the target exactly as it was.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,7 +33,7 @@ from totesys_platform.lake.delta import Position
 from totesys_platform.star_schema import TARGET_TABLES, TargetTable
 from totesys_platform.warehouse.copy_in import CopyEncodingError, copy_rows
 from totesys_platform.warehouse.bulk_levers import foreign_keys_validated_once, indexes_built_after, memory_raised
-from totesys_platform.warehouse.schema import TABLE_SCHEMA, column_type
+from totesys_platform.warehouse.schema import TABLE_SCHEMA, column_type, table_lock_key
 
 Mode = Literal["upsert", "append_versions"]
 MODES: tuple[str, ...] = ("upsert", "append_versions")
@@ -406,12 +405,6 @@ def _check_references(conn: psycopg.Connection, target: TargetTable, staging: sq
 BULK_ROWS = 20_000
 BULK_TABLE_RATIO = 4
 LoadKind = Literal["tick", "bulk", "initial"]
-
-
-def table_lock_key(table: str) -> int:
-    """The advisory lock key that serialises the loads of one table (a stable signed 64-bit number); the checks
-    take it shared to wait for a load in flight (`validation.check_bounds`)."""
-    return int.from_bytes(hashlib.sha256(f"totesys_platform.loader:{table}".encode()).digest()[:8], "big", signed=True)
 
 
 def _existing_rows(conn: psycopg.Connection, target: TargetTable, limit: int) -> int:

@@ -16,6 +16,7 @@ idle (and commit it), or inside a savepoint of the caller's open transaction. `g
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from dataclasses import dataclass
@@ -30,6 +31,12 @@ META_SCHEMA = "totesys_meta"
 TABLE_SCHEMA = "public"
 # Any constant bigint works; this one spells "totesys" so it is recognisable in pg_locks.
 SCHEMA_LOCK_KEY = 0x746F74657379730
+
+
+def table_lock_key(table: str) -> int:
+    """The advisory lock key that serialises the loads of one table (a stable signed 64-bit number); the checks
+    take it shared to wait for a load in flight (`validation.check_bounds`), a rebuild takes every table's."""
+    return int.from_bytes(hashlib.sha256(f"totesys_platform.loader:{table}".encode()).digest()[:8], "big", signed=True)
 
 # Types star_schema may use: the DDL composes them as SQL text, so only known spellings pass.
 _SQL_TYPE = re.compile(
@@ -329,8 +336,6 @@ def reset_warehouse(conn: psycopg.Connection) -> None:
 
     Takes every table's load lock first (held until the caller commits), in one order, as a load and the checks
     take it before the table itself: a load in flight is waited for, and neither can deadlock with the rebuild."""
-    from totesys_platform.warehouse.loader import table_lock_key  # (the loader builds on this module)
-
     with conn.transaction():
         for name in sorted(TARGET_TABLES):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (table_lock_key(name),))

@@ -15,7 +15,7 @@ import psycopg
 
 from totesys_platform.connections import APPLICATION, connect
 from totesys_platform.settings import positive_number
-from totesys_platform.warehouse.loader import table_lock_key
+from totesys_platform.warehouse.schema import table_lock_key
 
 # Defaults (settings.py): a minute of waiting for an analyst's lock; half an hour for one statement (an initial
 # load at scale 100 takes about a minute in all).

@@ -17,9 +17,8 @@ from totesys_platform.lake.processed.runner import read_processed
 from totesys_platform.lake.quarantine import drop_quarantined, quarantined_versions
 from totesys_platform.source.contract import SOURCE_TABLES
 from totesys_platform.star_schema import DELETED_AT, FACTS, TARGET_TABLES
-from totesys_platform.warehouse.loader import table_lock_key
 from totesys_platform.warehouse.reads import read_query, read_table
-from totesys_platform.warehouse.schema import META_SCHEMA, SCHEMA_LOCK_KEY, TABLE_SCHEMA
+from totesys_platform.warehouse.schema import META_SCHEMA, SCHEMA_LOCK_KEY, TABLE_SCHEMA, table_lock_key
 
 # Each fact's source table, and each dimension's (with its key), read off the model.
 FACT_SOURCES: dict[str, str] = {fact: TARGET_TABLES[fact].source for fact in FACTS}
