@@ -1,6 +1,8 @@
 """totesys-platform: totesys (PostgreSQL) -> Delta Lake ingestion and processed zones -> PostgreSQL warehouse,
 operated by Dagster."""
 
+import atexit
+import gc
 import importlib
 import os
 import platform
@@ -27,3 +29,9 @@ def _arrow_allocates_through_jemalloc() -> None:
 
 
 _arrow_allocates_through_jemalloc()
+
+# A process ends with the interpreter's last garbage collection, which walks every object Dagster and the code
+# location built: ~0.9 s at the end of each Dagster run process, ~0.6 s after a bare import (measured on the
+# bench machine). It buys nothing here: what we write is committed or flushed explicitly, and Python does not
+# promise finalizers at exit. Freezing at exit moves every object out of the collector's reach.
+atexit.register(gc.freeze)
