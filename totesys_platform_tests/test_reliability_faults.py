@@ -91,9 +91,9 @@ if _spec:
 
         _set_load_state = _io.set_load_state
 
-        def set_load_state(conn, table, seq):
+        def set_load_state(conn, table, position, *rest):
             _die_at_nth_call()  # the merge ran in the open transaction; load state and commit not yet
-            return _set_load_state(conn, table, seq)
+            return _set_load_state(conn, table, position, *rest)
 
         _io.set_load_state = set_load_state
 '''

@@ -379,3 +379,47 @@ def test_every_warehouse_session_has_the_configured_timeouts_and_bad_settings_ar
     monkeypatch.setenv("WAREHOUSE_STATEMENT_TIMEOUT_SECONDS", "soon")
     with pytest.raises(ValueError, match="WAREHOUSE_STATEMENT_TIMEOUT_SECONDS must be a positive number, got 'soon'"):
         connect_warehouse(warehouse_url)
+
+
+def test_the_row_count_follows_each_load_without_counting_the_table_again(warehouse_url, monkeypatch):
+    """dagster/row_count is exact through a bulk load, a tick with duplicates and new versions, dimension updates
+    and loads without a position; it is counted once, then kept in the load state: a load with nothing new does
+    not touch the table (it goes through while another session holds the table exclusively)."""
+    from totesys_platform_tests.test_warehouse_loader import sales_row
+
+    def count(table: str) -> int:
+        with psycopg.connect(warehouse_url) as conn:
+            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+    deps = [["warehouse", d] for d in dimension_tables()]
+
+    def load_fact(rows: list[dict], version: int) -> int:
+        batch = WarehouseBatch(arrow("fact_sales_order", rows), position=Position("processed-table", version, 0))
+        fact = table_asset("fact_sales_order", batch, deps=deps)
+        result = run([*dimension_assets(), fact], warehouse_url, selection=[fact])
+        return metadata_of(result, "fact_sales_order")["dagster/row_count"]
+
+    assert run(dimension_assets(), warehouse_url).success
+    assert load_fact([sales_row(1, T1)], 1) == 1 == count("fact_sales_order")  # counted: nothing known yet
+    bulk = [sales_row(i, T1 + dt.timedelta(milliseconds=i)) for i in range(2, 5_002)]
+    assert load_fact(bulk, 2) == 5_001 == count("fact_sales_order")
+    # A tick: version 1 of order 1 again (a duplicate), its next version, and a new order.
+    tick = [sales_row(1, T1), sales_row(1, T2, units_sold=7), sales_row(9_999, T2)]
+    assert load_fact(tick, 3) == 5_003 == count("fact_sales_order")
+
+    # A dimension: one row updated, one added, through a position; then a load without one (no load state).
+    staff = [staff_row(1, first_name="Renamed"), staff_row(3)]
+    dim = table_asset("dim_staff", WarehouseBatch(arrow("dim_staff", staff), position=Position("staff-table", 0, 0)))
+    assert metadata_of(run([dim], warehouse_url), "dim_staff")["dagster/row_count"] == 3 == count("dim_staff")
+    more = table_asset("dim_staff", arrow("dim_staff", [staff_row(4), staff_row(2, first_name="Also renamed")]))
+    assert metadata_of(run([more], warehouse_url), "dim_staff")["dagster/row_count"] == 4 == count("dim_staff")
+    again = table_asset("dim_staff", WarehouseBatch(arrow("dim_staff", [staff_row(5)]),
+                                                    position=Position("staff-table", 1, 0)))
+    assert metadata_of(run([again], warehouse_url), "dim_staff")["dagster/row_count"] == 5 == count("dim_staff")
+
+    # Nothing new for the fact while another session holds it exclusively: the load does not wait on it.
+    monkeypatch.setenv("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "1")
+    with psycopg.connect(warehouse_url) as holder:
+        holder.execute("LOCK TABLE fact_sales_order IN ACCESS EXCLUSIVE MODE")
+        assert load_fact([], 3) == 5_003
+    assert count("fact_sales_order") == 5_003

@@ -98,6 +98,7 @@ def test_meta_tables_exist_with_their_columns(conn):
         ("load_state", "table_name", "text", "NO"), ("load_state", "processed_version", "bigint", "NO"),
         ("load_state", "loaded_at", "timestamp with time zone", "YES"),
         ("load_state", "processed_table_id", "text", "NO"), ("load_state", "processed_committed_at", "bigint", "NO"),
+        ("load_state", "row_count", "bigint", "YES"),
         ("schema_migrations", "version", "integer", "NO"),
         ("schema_migrations", "applied_at", "timestamp with time zone", "NO"),
         ("schema_migrations", "description", "text", "NO"),
@@ -123,7 +124,8 @@ def test_ensure_schema_twice_is_a_no_op(conn):
         (4, "facts: deleted_at (when the source row was seen deleted); current views leave deleted orders and "
             "payments out"),
         (5, "facts: the current views read the version key's index backwards; the (id, last_updated DESC) indexes "
-            "are dropped")]
+            "are dropped"),
+        (6, "load state: the table's row count after the load")]
 
 
 def test_ensure_schema_on_an_idle_connection_commits(warehouse_url):

@@ -180,6 +180,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     )),
     _deletions_migration(),
     _current_views_on_the_version_key_migration(),
+    Migration(6, "load state: the table's row count after the load", (
+        # NULL until the next load counts the table once; later loads add what they insert instead of counting
+        # a table that only grows (a count(*) per tick would follow the history, not the change).
+        sql.SQL("ALTER TABLE {} ADD COLUMN row_count bigint").format(_ident(META_SCHEMA, "load_state")),
+    )),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -314,20 +319,39 @@ def get_load_position(conn: psycopg.Connection, table: str) -> Position | None:
     return None if row is None else Position(row[0], int(row[1]), int(row[2]))
 
 
-def set_load_state(conn: psycopg.Connection, table: str, position: Position) -> None:
-    """Record that `table` is loaded through `position` of its processed table. Does not commit: call it in the
-    merge's transaction so the state and the data commit (or roll back) together."""
+def loaded_row_count(conn: psycopg.Connection, table: str) -> int | None:
+    """The rows `table` held after its last load through the processed zone (`set_load_state`); None if unknown
+    (never loaded that way, loaded before the count was recorded, or the warehouse was reset)."""
+    _check_table(table)
+    row = conn.execute(sql.SQL("SELECT row_count FROM {} WHERE table_name = %s").format(
+        _ident(META_SCHEMA, "load_state")), (table,)).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def set_loaded_row_count(conn: psycopg.Connection, table: str, row_count: int) -> None:
+    """Record the rows `table` holds after a load that did not go through the processed zone (no position to
+    record), so the next load starts from the right count. Does not commit."""
+    _check_table(table)
+    conn.execute(sql.SQL("UPDATE {} SET row_count = %s WHERE table_name = %s").format(
+        _ident(META_SCHEMA, "load_state")), (row_count, table))
+
+
+def set_load_state(conn: psycopg.Connection, table: str, position: Position, row_count: int | None = None) -> None:
+    """Record that `table` is loaded through `position` of its processed table, holding `row_count` rows (None:
+    unknown). Does not commit: call it in the merge's transaction so the state and the data commit (or roll back)
+    together."""
     _check_table(table)
     if not isinstance(position, Position) or position.version < 0 or not position.table_id:
         raise ValueError(f"the load position of {table} must be a processed table's Position, got {position!r}")
     conn.execute(
         sql.SQL(
-            "INSERT INTO {} (table_name, processed_table_id, processed_version, processed_committed_at, loaded_at) "
-            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (table_name) DO UPDATE SET "
+            "INSERT INTO {} (table_name, processed_table_id, processed_version, processed_committed_at, row_count, "
+            "loaded_at) VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (table_name) DO UPDATE SET "
             "processed_table_id = EXCLUDED.processed_table_id, processed_version = EXCLUDED.processed_version, "
-            "processed_committed_at = EXCLUDED.processed_committed_at, loaded_at = now()"
+            "processed_committed_at = EXCLUDED.processed_committed_at, row_count = EXCLUDED.row_count, "
+            "loaded_at = now()"
         ).format(_ident(META_SCHEMA, "load_state")),
-        (table, position.table_id, position.version, position.committed_at),
+        (table, position.table_id, position.version, position.committed_at, row_count),
     )
 
 

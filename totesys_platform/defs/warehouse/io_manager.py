@@ -21,7 +21,9 @@ from totesys_platform.warehouse.loader import (
     LoadStats, WarehouseBatch, WarehouseLoadError, check_mode, load_table, target_table,
 )
 from totesys_platform.warehouse.reads import read_table
-from totesys_platform.warehouse.schema import TABLE_SCHEMA, ensure_schema_once, set_load_state
+from totesys_platform.warehouse.schema import (
+    TABLE_SCHEMA, ensure_schema_once, loaded_row_count, set_load_state, set_loaded_row_count,
+)
 from totesys_platform.warehouse.sessions import connect_warehouse, timeout_error
 from totesys_platform.warehouse.validation import record_references_validated
 
@@ -117,14 +119,21 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         with self._connect() as conn:
             self._ensure_schema(conn)
             if data.num_rows:
-                stats = load_table(conn, table, data, mode)
+                stats = load_table(conn, table, data, mode)  # holds the table's load lock until commit
             else:
                 stats = LoadStats(table, 0, 0, 0, 0)
+            # The loader only inserts or updates (facts keep every version, dimensions every key): the count is
+            # the last load's plus what this one inserted, not a count(*) per tick that grows with the history.
+            # Read after the merge, under its lock, so no other load commits in between; counted once when
+            # unknown (first load, after a reset or a rebuild).
+            known = loaded_row_count(conn, table)
+            row_count = known + stats.inserted if known is not None else conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(TABLE_SCHEMA, table))).fetchone()[0]
             if position is not None:
                 # The fault tests' crash hook wraps exactly this call.
-                set_load_state(conn, table, position)
-            row_count = conn.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(TABLE_SCHEMA, table))).fetchone()[0]
+                set_load_state(conn, table, position, row_count)
+            elif stats.inserted and known is not None:
+                set_loaded_row_count(conn, table, row_count)
             if stats.references_validated:
                 # The foreign keys just validated every row: references_resolve need not scan them again.
                 record_references_validated(conn, table, row_count)
