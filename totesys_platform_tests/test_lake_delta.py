@@ -7,6 +7,7 @@ import http.client
 import http.server
 import shutil
 import threading
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
@@ -16,7 +17,7 @@ import pytest
 
 from totesys_platform.lake.delta import APPEND_ONLY, ChangesUnavailableError, ConcurrentCommitError, LakeZone
 from totesys_platform.lake.processed.runner import position_problem
-from totesys_platform.lake.store import LakeUnavailableError
+from totesys_platform.lake.store import LakeError, LakeUnavailableError
 
 SCHEMA = pa.schema([
     pa.field("id", pa.int32(), nullable=False),
@@ -135,6 +136,22 @@ def test_a_merge_keeps_the_latest_row_per_key_and_its_changes_are_the_new_images
     # Nothing to merge is still progress to record.
     table.merge(rows().slice(0, 0), "id", read=table.snapshot(), stage="process", state={"c": 3})
     assert table.snapshot().state == {"c": 3} and table.snapshot().version == 2
+
+
+def test_a_merge_reads_only_the_files_its_keys_can_be_in(tmp_path):
+    """A tick's new keys merge without reading the table's other files (delta-rs skips them by their key range,
+    instead of scanning a 1.6 M row dimension on every tick): the file holding keys 1-100 is made unreadable, and
+    a merge of keys 900-902 does not notice, while one of key 50 does."""
+    table = LakeZone((tmp_path / "lake").as_uri()).table("dim_transaction")
+    table.merge(rows(*range(1, 101)), "id", read=table.snapshot(), stage="process", state={})
+    [old_file] = table.snapshot().delta.file_uris()
+    Path(old_file.removeprefix("file://")).write_bytes(b"not parquet")
+
+    table.merge(rows(900, 901, 902), "id", read=table.snapshot(), stage="process", state={"c": 2})
+    assert table.snapshot().state == {"c": 2}
+    assert sorted(table.read(columns=["id"], filters=[("id", ">=", 900)])["id"].to_pylist()) == [900, 901, 902]
+    with pytest.raises(LakeError, match="cannot merge into lake table dim_transaction"):
+        table.merge(rows(50), "id", read=table.snapshot(), stage="process", state={"c": 3})
 
 
 def test_changes_whose_files_were_cleaned_up_are_unavailable_not_wrong(tmp_path):

@@ -444,7 +444,11 @@ class LakeTable:
         try:
             # Key columns are the star schema's own names, never data.
             matches = " AND ".join(f"t.{k} = s.{k}" for k in ((key,) if isinstance(key, str) else key))
+            # Not streamed: delta-rs then reads the batch's key range first and skips the table's files outside it
+            # (its "early filter"), instead of scanning every file for matches: a tick's new keys in a 1.6 M row
+            # dimension merge in 0.02 s instead of 0.2-0.4 s. The batch is in memory already.
             (read.delta.merge(data, matches, source_alias="s", target_alias="t", merge_schema=evolve_schema,
+                              streamed_exec=False,
                               commit_properties=self._commit_properties(read, stage, state, commit_id))
              .when_matched_update_all().when_not_matched_insert_all().execute())
         except CommitFailedError:
