@@ -423,3 +423,15 @@ def test_the_row_count_follows_each_load_without_counting_the_table_again(wareho
         holder.execute("LOCK TABLE fact_sales_order IN ACCESS EXCLUSIVE MODE")
         assert load_fact([], 3) == 5_003
     assert count("fact_sales_order") == 5_003
+    # An empty batch that moves the position waits for a load in flight (its count would otherwise be stale).
+    from totesys_platform.warehouse.schema import table_lock_key
+
+    with psycopg.connect(warehouse_url) as other_load:
+        other_load.execute("SELECT pg_advisory_xact_lock(%s)", (table_lock_key("fact_sales_order"),))
+        batch = WarehouseBatch(arrow("fact_sales_order", []), position=Position("processed-table", 4, 0))
+        fact = table_asset("fact_sales_order", batch, deps=deps)
+        result = run([*dimension_assets(), fact], warehouse_url, selection=[fact], raise_on_error=False)
+        assert not result.success and "WarehouseLockTimeout" in failure_text(result)
+    assert load_fact([], 4) == 5_003
+    with psycopg.connect(warehouse_url) as conn:
+        assert get_load_position(conn, "fact_sales_order") == Position("processed-table", 4, 0)

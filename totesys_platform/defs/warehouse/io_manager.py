@@ -22,7 +22,7 @@ from totesys_platform.warehouse.loader import (
 )
 from totesys_platform.warehouse.reads import read_table
 from totesys_platform.warehouse.schema import (
-    TABLE_SCHEMA, ensure_schema_once, loaded_row_count, set_load_state, set_loaded_row_count,
+    TABLE_SCHEMA, ensure_schema_once, loaded_row_count, set_load_state, set_loaded_row_count, table_lock_key,
 )
 from totesys_platform.warehouse.sessions import connect_warehouse, timeout_error
 from totesys_platform.warehouse.validation import record_references_validated
@@ -122,6 +122,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 stats = load_table(conn, table, data, mode)  # holds the table's load lock until commit
             else:
                 stats = LoadStats(table, 0, 0, 0, 0)
+                if position is not None:  # the state moves: after any load of the table in flight, as a load does
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (table_lock_key(table),))
             # The loader only inserts or updates (facts keep every version, dimensions every key): the count is
             # the last load's plus what this one inserted, not a count(*) per tick that grows with the history.
             # Read after the merge, under its lock, so no other load commits in between; counted once when
