@@ -320,8 +320,8 @@ def get_load_position(conn: psycopg.Connection, table: str) -> Position | None:
 
 
 def loaded_row_count(conn: psycopg.Connection, table: str) -> int | None:
-    """The rows `table` held after its last load through the processed zone (`set_load_state`); None if unknown
-    (never loaded that way, loaded before the count was recorded, or the warehouse was reset)."""
+    """The rows `table` held after its last load (`set_load_state`, `set_loaded_row_count`); None if unknown (no
+    load state yet, loaded before the count was recorded, or the warehouse was reset or rebuilt)."""
     _check_table(table)
     row = conn.execute(sql.SQL("SELECT row_count FROM {} WHERE table_name = %s").format(
         _ident(META_SCHEMA, "load_state")), (table,)).fetchone()
