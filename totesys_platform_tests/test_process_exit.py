@@ -13,4 +13,4 @@ def test_objects_are_frozen_at_exit_and_not_before():
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
     before, at_exit = (int(line.rsplit(":", 1)[1]) for line in done.stdout.splitlines())
     assert before == 0  # the collector works as usual while the process runs
-    assert at_exit > 100_000  # Dagster alone builds a few hundred thousand tracked objects
+    assert at_exit > 10_000  # importing Dagster alone leaves over a hundred thousand tracked objects
